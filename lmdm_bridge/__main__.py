@@ -1,0 +1,3 @@
+from lmdm_bridge.cli import main
+
+raise SystemExit(main())
