@@ -1,0 +1,213 @@
+"""The one streaming rollout of the torch side: context -> block after block.
+
+Offline generation, export verification and (later) ARC-Forcing's self-rollout all iterate
+:func:`stream_blocks`. The per-block plan, in order:
+
+1. draw the block's starting noise ``(B, C, c)`` from the injected generator;
+2. run the sampler on the session's block denoiser - its first call is the cache-building step
+   (block-causal: bootstrap or fused step; enc-dec: prefill, then a decoder step), every later
+   call a cached step;
+3. commit the clean block: it becomes the pending chunk (block-causal) or slides into the
+   context (enc-dec, outpainting);
+4. yield it.
+
+Sessions hold the stream state (cache, pending chunk, context) and apply classifier-free
+guidance by running the conditional and unconditional branches as one doubled batch (the cache
+then holds ``2B`` items). Nothing here switches grad mode: ARC-Forcing needs gradients through a
+step; callers that only infer wrap the loop in ``torch.inference_mode()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lmdm_export.model import cache as kv
+from lmdm_export.model.config import LMDMConfig
+from lmdm_export.model.dit import Conditioning, DiffusionTransformer
+from lmdm_export.model.transformer import KV
+from lmdm_export.sampling import Denoiser, Velocity, cfg_combine
+
+Sampler = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Classifier-free guidance: ``scale == 1`` runs the conditional branch only. The
+    unconditional branch zeroes the cross-attention tokens and keeps the input-add groups and
+    the global token (lmdm-reference §4.3)."""
+
+    scale: float = 1.0
+    rescale_phi: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.scale != 1.0
+
+
+def make_conditioning(model: DiffusionTransformer, cross_attn_cond: Tensor, global_cond: Tensor,
+                      guidance: Guidance) -> Conditioning:
+    """Project the prompt once; with guidance the batch is ``[cond | uncond]`` (``2B``)."""
+    if guidance.active:
+        cross_attn_cond = torch.cat((cross_attn_cond, torch.zeros_like(cross_attn_cond)))
+        global_cond = torch.cat((global_cond, global_cond))
+    return model.condition(cross_attn_cond, global_cond)
+
+
+class _Session:
+    """Shared parts: geometry, guidance batching, input-add construction."""
+
+    def __init__(self, model: DiffusionTransformer, config: LMDMConfig, cond: Conditioning,
+                 guidance: Guidance, context: Tensor | None, batch: int) -> None:
+        self.model, self.config, self.cond, self.guidance = model, config, cond, guidance
+        s = config.stream.context_frames
+        param = next(model.parameters())
+        if context is None:
+            # Zero context with the inpaint mask set: how training presents "no context".
+            context = torch.zeros(batch, config.dit.io_channels, s,
+                                  device=param.device, dtype=param.dtype)
+        if context.shape[-1] != s:
+            raise ValueError(f"context has {context.shape[-1]} frames, the model's geometry "
+                             f"needs {s} (pad with zeros on the left for a shorter one)")
+        self.context = context
+        self.batch = context.shape[0]
+
+    def _double(self, x: Tensor) -> Tensor:
+        return torch.cat((x, x)) if self.guidance.active else x
+
+    def _guide(self, v: Tensor) -> Velocity:
+        if not self.guidance.active:
+            return Velocity(v, v)
+        v_cond, v_uncond = v.chunk(2)
+        return Velocity(cfg_combine(v_cond, v_uncond, self.guidance.scale,
+                                    rescale_phi=self.guidance.rescale_phi), v_uncond)
+
+    def _add(self, clean: Tensor | None, like: Tensor) -> Tensor | None:
+        return kv.build_input_add(self.config.dit, clean=clean, batch=like.shape[0],
+                                  frames=like.shape[-1], device=like.device, dtype=like.dtype)
+
+
+class BlockCausalSession(_Session):
+    """Block-causal streaming: bootstrap once, then a fused step + cached steps per block."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cache: KV | None = None
+        self.pending: Tensor | None = None
+
+    def block_denoiser(self) -> Denoiser:
+        stream, first = self.config.stream, [True]
+
+        def denoise(x: Tensor, t: Tensor) -> Velocity:
+            x, t = self._double(x), self._double(t)
+            target_add = self._add(None, x)
+            if self.cache is None:
+                context = self._double(self.context)
+                v, self.cache = kv.bootstrap_step(
+                    self.model, stream, self.cond, context=context,
+                    context_add=self._add(context, context), target=x,
+                    target_add=target_add, t=t)
+            elif first[0]:
+                if self.pending is None:
+                    raise RuntimeError("commit() the previous block before the next one")
+                pending = self._double(self.pending)
+                v, self.cache = kv.fused_step(
+                    self.model, stream, self.cond, cache=self.cache, pending=pending,
+                    pending_add=self._add(pending, pending), target=x, target_add=target_add,
+                    t=t)
+                self.pending = None
+            else:
+                v = kv.cached_step(self.model, stream, self.cond, cache=self.cache, target=x,
+                                   target_add=target_add, t=t)
+            first[0] = False
+            return self._guide(v)
+
+        return denoise
+
+    def commit(self, block: Tensor) -> None:
+        self.pending = block
+
+
+class EncDecSession(_Session):
+    """Enc-dec streaming: per block, prefill the context once, then decoder steps."""
+
+    def block_denoiser(self) -> Denoiser:
+        state: dict[str, KV] = {}
+
+        def denoise(x: Tensor, t: Tensor) -> Velocity:
+            x, t = self._double(x), self._double(t)
+            if "cache" not in state:
+                context = self._double(self.context)
+                state["cache"] = kv.prefill(self.model, self.cond, context=context,
+                                            context_add=self._add(context, context))
+            v = kv.decoder_step(self.model, self.cond, cache=state["cache"], target=x,
+                                target_add=self._add(None, x), t=t)
+            return self._guide(v)
+
+        return denoise
+
+    def commit(self, block: Tensor) -> None:
+        self.context = torch.cat((self.context, block), dim=-1)[..., block.shape[-1]:]
+
+
+class OutpaintSession(_Session):
+    """The baseline: N full uncached passes over ``[context | target]`` per block, with RePaint
+    replacement of the context by a freshly noised copy at every step (lmdm-reference §2)."""
+
+    def __init__(self, *args, generator: torch.Generator | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.generator = generator
+
+    def block_denoiser(self) -> Denoiser:
+        s = self.config.stream.context_frames
+
+        def denoise(x: Tensor, t: Tensor) -> Velocity:
+            eps = torch.randn(self.context.shape, generator=self.generator,
+                              device=x.device, dtype=x.dtype)
+            tc = t[:, None, None].to(x.dtype)
+            noisy_context = (1 - tc) * self.context + tc * eps
+            window = self._double(torch.cat((noisy_context, x), dim=-1))
+            add = self._double(torch.cat(
+                (self._add(self.context, self.context), self._add(None, x)), dim=-1))
+            tt = self._double(t)
+            positions = torch.arange(1, window.shape[-1] + 1, device=x.device)
+            v, _ = self.model.step(window, tt, self.cond, positions=positions,
+                                   global_position=0, input_add=add)
+            return self._guide(v[..., s:])
+
+        return denoise
+
+    commit = EncDecSession.commit
+
+
+SESSIONS = {"block-causal": BlockCausalSession, "enc-dec": EncDecSession,
+            "outpaint": OutpaintSession}
+
+
+def make_session(method: str, model: DiffusionTransformer, config: LMDMConfig,
+                 cond: Conditioning, *, guidance: Guidance = Guidance(),
+                 context: Tensor | None = None, batch: int = 1,
+                 generator: torch.Generator | None = None) -> _Session:
+    """``method``: ``"block-causal"``, ``"enc-dec"`` or ``"outpaint"`` (the baseline)."""
+    if method not in SESSIONS:
+        raise ValueError(f"unknown streaming method {method!r}: use one of {sorted(SESSIONS)}")
+    kwargs = {"generator": generator} if method == "outpaint" else {}
+    return SESSIONS[method](model, config, cond, guidance, context, batch, **kwargs)
+
+
+def stream_blocks(session: _Session, blocks: int, *, sampler: Sampler, ts: Tensor,
+                  generator: torch.Generator | None = None,
+                  cfg_pp: str | None = None) -> Iterator[Tensor]:
+    """Generate ``blocks`` blocks, yielding each clean block ``(B, C, c)`` as it is done."""
+    config = session.config
+    param = next(session.model.parameters())
+    shape = (session.batch, config.dit.io_channels, config.stream.block_frames)
+    for _ in range(blocks):
+        noise = torch.randn(shape, generator=generator, device=param.device, dtype=param.dtype)
+        block = sampler(session.block_denoiser(), noise, ts.to(param.device),
+                        generator=generator, cfg_pp=cfg_pp)
+        session.commit(block)
+        yield block
