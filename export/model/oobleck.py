@@ -173,10 +173,10 @@ def _copy_folded(source: _WeightNormConv, target: nn.Conv1d | nn.ConvTranspose1d
 def fold_weight_norm(module: nn.Module) -> nn.Module:
     """Replace every weight-normalised conv in ``module`` by a plain conv, in place.
 
-    Outputs are unchanged up to float rounding; the graph loses the per-call norm, which ONNX
-    export and inference do not need. State-dict keys change from ``weight_g``/``weight_v`` to
-    ``weight``, so fold after loading a checkpoint, never before. Returns ``module`` (or the
-    folded conv when ``module`` itself is one).
+    Outputs are unchanged: the plain conv holds exactly the weight the module computed per call,
+    so the graph only loses the per-call norm, which ONNX export and inference do not need.
+    State-dict keys change from ``weight_g``/``weight_v`` to ``weight``, so fold after loading a
+    checkpoint, never before. Returns ``module`` (or the folded conv when ``module`` itself is one).
     """
     if isinstance(module, (WNConv1d, WNConvTranspose1d)):
         return module.folded()
@@ -195,7 +195,7 @@ class SnakeBeta(nn.Module):
     channel, initialised to 0 so a = b = 1. Shape-preserving on (B, C, T).
     """
 
-    # Guards the division when a trained log b drifts very negative.
+    # Keeps 1/b finite should exp(log b) underflow to zero; SAT's value, kept for parity.
     _EPS = 1e-9
 
     def __init__(
