@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from lmdm_export.model import cache as kv
-from lmdm_export.model.config import LMDMConfig
 from lmdm_export.model.dit import Conditioning, DiffusionTransformer
+from lmdm_export.model.lmdm import ModelConfig
 from lmdm_export.model.transformer import KV
 from lmdm_export.sampling import Denoiser, Velocity, cfg_combine
 
@@ -60,8 +60,11 @@ def make_conditioning(model: DiffusionTransformer, cross_attn_cond: Tensor, glob
 class _Session:
     """Shared parts: geometry, guidance batching, input-add construction."""
 
-    def __init__(self, model: DiffusionTransformer, config: LMDMConfig, cond: Conditioning,
+    def __init__(self, model: DiffusionTransformer, config: ModelConfig, cond: Conditioning,
                  guidance: Guidance, context: Tensor | None, batch: int) -> None:
+        if config.stream is None:
+            raise ValueError("this model has no streaming geometry (a base DiT): fine-tune it "
+                             "into an LMDM first")
         self.model, self.config, self.cond, self.guidance = model, config, cond, guidance
         s = config.stream.context_frames
         param = next(model.parameters())
@@ -187,7 +190,7 @@ SESSIONS = {"block-causal": BlockCausalSession, "enc-dec": EncDecSession,
             "outpaint": OutpaintSession}
 
 
-def make_session(method: str, model: DiffusionTransformer, config: LMDMConfig,
+def make_session(method: str, model: DiffusionTransformer, config: ModelConfig,
                  cond: Conditioning, *, guidance: Guidance = Guidance(),
                  context: Tensor | None = None, batch: int = 1,
                  generator: torch.Generator | None = None) -> _Session:

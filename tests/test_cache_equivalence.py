@@ -37,7 +37,7 @@ BLOCKS = 5
 
 def _setup(preset, *, cached_step_mask="full", guidance=1.0, seed=0):
     config = dataclasses.replace(
-        preset.lmdm, stream=dataclasses.replace(preset.lmdm.stream,
+        preset.config, stream=dataclasses.replace(preset.config.stream,
                                                 cached_step_mask=cached_step_mask))
     model = randomize_(DiffusionTransformer(config.dit), seed).eval()
     gen = torch.Generator().manual_seed(seed + 1)

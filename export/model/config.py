@@ -6,7 +6,7 @@ literal geometry (lmdm-reference §6, bugs 2-4: one geometry source of truth).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 ATTENTION_PATTERNS = ("enc-dec", "block-causal")
 CACHED_STEP_MASKS = ("full", "window")
@@ -128,19 +128,3 @@ class StreamConfig:
     @property
     def context_chunks(self) -> int:
         return self.context_frames // self.block_frames
-
-
-@dataclass(frozen=True)
-class LMDMConfig:
-    """A streaming LMDM: the DiT and the geometry it was fine-tuned for."""
-
-    dit: DiTConfig = field(default_factory=DiTConfig)
-    stream: StreamConfig = field(default_factory=StreamConfig)
-
-    def __post_init__(self) -> None:
-        names = [g.name for g in self.dit.input_add_groups]
-        if "inpaint" not in names:
-            raise ValueError("a streaming LMDM needs the 'inpaint' input-add group "
-                             "(the clean context enters through it)")
-        if self.dit.group("inpaint").channels != 1 + self.dit.io_channels:
-            raise ValueError("the 'inpaint' group must have 1 + io_channels channels")
