@@ -186,7 +186,8 @@ def _autoencoder(pre: Mapping, sample_rate: int) -> OobleckConfig:
     enc, dec = cfg["encoder"], cfg["decoder"]
     _require(enc.get("type") == "oobleck" and dec.get("type") == "oobleck",
              "only Oobleck encoders and decoders are supported")
-    _require(cfg.get("bottleneck", {}).get("type") == "vae", "only the 'vae' bottleneck is supported")
+    _require(cfg.get("bottleneck", {}).get("type") == "vae",
+             "only the 'vae' bottleneck is supported")
     e, d = enc["config"], dec["config"]
     for key in ("channels", "c_mults", "strides"):
         _require(e[key] == d[key], f"encoder and decoder differ in {key}")
@@ -221,7 +222,8 @@ def config_from_sat(model_config: Mapping, *,
                     text_encoder_dirs: Mapping[str, str] | None = None) -> ModelConfig:
     """Our :class:`ModelConfig` from a stable-audio-tools / LMDM ``model_config.json`` dict."""
     _require(model_config.get("model_type") == "diffusion_cond",
-             f"model_type {model_config.get('model_type')!r} is not supported (need diffusion_cond)")
+             f"model_type {model_config.get('model_type')!r} is not supported "
+             "(need diffusion_cond)")
     model = model_config["model"]
     diffusion = model["diffusion"]
     _require(diffusion.get("type") == "dit", "only the 'dit' diffusion backbone is supported")

@@ -36,7 +36,7 @@ def logsnr_schedule(steps: int, *, logsnr_min: float = -6.0, logsnr_max: float =
                     device: torch.device | None = None,
                     dtype: torch.dtype = torch.float32) -> Tensor:
     """``steps + 1`` noise levels from 1 to 0, uniform in logSNR: ``t = sigmoid(-logSNR)`` with
-    ``logSNR = linspace(logsnr_min, logsnr_max, steps + 1)``, endpoints forced to exactly 1 and 0."""
+    ``logSNR = linspace(logsnr_min, logsnr_max, steps + 1)``; endpoints forced to exactly 1, 0."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     logsnr = torch.linspace(logsnr_min, logsnr_max, steps + 1, dtype=torch.float64)

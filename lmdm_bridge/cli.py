@@ -42,8 +42,9 @@ def cmd_version(args: argparse.Namespace) -> int:
     import onnxruntime
 
     print(f"lmdm-bridge {__version__}")
+    providers = ", ".join(onnxruntime.get_available_providers())
     print(f"python {platform.python_version()}, numpy {numpy.__version__}, "
-          f"onnxruntime {onnxruntime.__version__} ({', '.join(onnxruntime.get_available_providers())})")
+          f"onnxruntime {onnxruntime.__version__} ({providers})")
     try:
         torch = importlib.import_module("torch")
         print(f"torch {torch.__version__} (export extra installed)")

@@ -12,9 +12,10 @@ import dataclasses
 
 import pytest
 import torch
+from torch import Tensor, nn
+
 from lmdm_export.model.autoencoder import OobleckAutoencoder, OobleckConfig, oobleck_preset
 from lmdm_export.model.oobleck import WNConv1d, WNConvTranspose1d, fold_weight_norm
-from torch import Tensor, nn
 
 # Both sides run the same fp32 convs; they differ only in how the weight-norm weight is
 # rounded (torch's fused ``_weight_norm`` kernel vs our ``v * (g / ||v||)``), about 1 ulp per

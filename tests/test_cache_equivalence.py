@@ -26,8 +26,13 @@ from lmdm_export.model import cache as kv  # noqa: E402
 from lmdm_export.model.dit import DiffusionTransformer  # noqa: E402
 from lmdm_export.model.masks import block_causal_predicate, materialize, window_mask  # noqa: E402
 from lmdm_export.rollout import Guidance, make_conditioning, make_session, stream_blocks  # noqa: E402
-from lmdm_export.sampling import Velocity, cfg_combine, logsnr_schedule, sample_euler  # noqa: E402
-from lmdm_export.sampling import sample_pingpong  # noqa: E402
+from lmdm_export.sampling import (  # noqa: E402
+    Velocity,
+    cfg_combine,
+    logsnr_schedule,
+    sample_euler,
+    sample_pingpong,  # noqa: E402
+)
 
 from .conftest import randomize_  # noqa: E402
 
@@ -145,7 +150,8 @@ def test_streamed_samples_equal_uncached(tiny_preset, method, sampler):
             runs.append(torch.cat(list(stream_blocks(session, BLOCKS, sampler=sampler, ts=ts,
                                                      generator=gen)), dim=-1))
     err = _max_err(*runs)
-    print(f"{method}/{sampler.__name__}: max |x_cached - x_uncached| over {BLOCKS} blocks = {err:.2e}")
+    print(f"{method}/{sampler.__name__}: max |x_cached - x_uncached| "
+          f"over {BLOCKS} blocks = {err:.2e}")
     assert runs[0].shape == (2, config.dit.io_channels, BLOCKS * config.stream.block_frames)
     assert err <= TOL, f"max abs error {err:.2e} > {TOL}"
 

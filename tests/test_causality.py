@@ -24,7 +24,9 @@ from .conftest import randomize_  # noqa: E402
 
 
 def _model(preset, depth=None, seed=0):
-    dit = preset.config.dit if depth is None else dataclasses.replace(preset.config.dit, depth=depth)
+    dit = preset.config.dit
+    if depth is not None:
+        dit = dataclasses.replace(dit, depth=depth)
     model = randomize_(DiffusionTransformer(dit), seed).double()
     gen = torch.Generator().manual_seed(seed)
     cond = make_conditioning(model, torch.randn(1, 3, dit.cond_token_dim, generator=gen).double(),

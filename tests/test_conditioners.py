@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
 from lmdm_export.model.conditioners import (
     CONDITIONER_TYPES,
     Conditioners,

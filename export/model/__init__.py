@@ -1,1 +1,1 @@
-"""Model modules: the LMDM DiT, its attention patterns and cache, the autoencoder, the conditioners."""
+"""Model modules: the LMDM DiT, its attention patterns and cache, autoencoder and conditioners."""

@@ -17,8 +17,9 @@ from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
-from lmdm_export.model.oobleck import OobleckDecoder, OobleckEncoder
 from torch import Tensor, nn
+
+from lmdm_export.model.oobleck import OobleckDecoder, OobleckEncoder
 
 
 @dataclass(frozen=True)

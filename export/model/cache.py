@@ -1,4 +1,4 @@
-"""The block-wise KV cache of LMDM as pure step functions over explicit tensors (lmdm-reference §3.4).
+"""LMDM's block-wise KV cache as pure step functions over explicit tensors (lmdm-reference §3.4).
 
 Each function is one network evaluation with the cache going in and out as tensors - exactly the
 graphs the ONNX bundle exports. The stateful bookkeeping (which function to call when, what to

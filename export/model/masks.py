@@ -38,7 +38,7 @@ def encdec_predicate(context_frames: int) -> MaskPredicate:
 
 
 def chunk_ids(index: Tensor, *, chunk: int, latent_frames: int) -> Tensor:
-    """Chunk of each token index; the global token (index ``latent_frames``) joins the last chunk."""
+    """Chunk of each token index; the global token (index ``latent_frames``) joins the last one."""
     last = (latent_frames - 1) // chunk
     return torch.clamp(index // chunk, max=last)
 

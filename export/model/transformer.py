@@ -122,7 +122,7 @@ class GLU(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """SwiGLU: ``Linear(D -> 2 * mult * D)``, SiLU gate, zero-initialised ``Linear(mult * D -> D)``."""
+    """SwiGLU: ``Linear(D -> 2 mult D)``, SiLU gate, zero-initialised ``Linear(mult D -> D)``."""
 
     def __init__(self, dim: int, mult: int = 4) -> None:
         super().__init__()
@@ -177,7 +177,8 @@ class ContinuousTransformer(nn.Module):
 
     def context_kv(self, context: Tensor) -> KV:
         """Per-layer cross-attention keys/values ``(L, B, H, Tc, Dh)`` of projected cond tokens."""
-        ks, vs = zip(*(layer.cross_attn.context_kv(context) for layer in self.layers))
+        ks, vs = zip(*(layer.cross_attn.context_kv(context) for layer in self.layers),
+                     strict=True)
         return KV(torch.stack(ks), torch.stack(vs))
 
     def forward(self, x: Tensor, positions: Tensor, past: KV | None, mask: Tensor | None,
@@ -186,7 +187,7 @@ class ContinuousTransformer(nn.Module):
 
         ``past`` holds each layer's cached keys/values ``(L, B, H, P, Dh)`` (already normalised
         and rotated at their own positions), ``mask`` is ``(S, P + S)`` or None. Returns the
-        hidden states ``(B, S, D)`` and the keys/values of the ``S`` new tokens ``(L, B, H, S, Dh)``.
+        hidden states ``(B, S, D)`` and the new tokens' keys/values ``(L, B, H, S, Dh)``.
         """
         angles = self.rotary_pos_emb.angles(positions)
         new_k, new_v = [], []
