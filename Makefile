@@ -15,20 +15,18 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test test-fast setup debian lint clean
+.PHONY: run test test-fast setup debian clean
 
 run: setup
 	$(BIN)/lmdm-bridge run
 
 test: setup
+	$(BIN)/ruff check lmdm_bridge export tests
 	$(BIN)/python -m pytest
 
 # Everything but the slow (sao-small geometry) tests.
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
-
-lint: setup
-	$(BIN)/ruff check lmdm_bridge export tests
 
 setup: debian $(STAMP)
 
