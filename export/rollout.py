@@ -75,8 +75,15 @@ class _Session:
         if context.shape[-1] != s:
             raise ValueError(f"context has {context.shape[-1]} frames, the model's geometry "
                              f"needs {s} (pad with zeros on the left for a shorter one)")
-        self.context = context
+        self.state = kv.StreamState(context=context)
         self.batch = context.shape[0]
+
+    def snapshot(self) -> kv.StreamState:
+        return self.state.snapshot()
+
+    def restore(self, state: kv.StreamState) -> None:
+        """Continue from a snapshot (the snapshot itself stays untouched)."""
+        self.state = state.snapshot()
 
     def _double(self, x: Tensor) -> Tensor:
         return torch.cat((x, x)) if self.guidance.active else x
@@ -96,34 +103,30 @@ class _Session:
 class BlockCausalSession(_Session):
     """Block-causal streaming: bootstrap once, then a fused step + cached steps per block."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.cache: KV | None = None
-        self.pending: Tensor | None = None
-
     def block_denoiser(self) -> Denoiser:
         stream, first = self.config.stream, [True]
 
         def denoise(x: Tensor, t: Tensor) -> Velocity:
             x, t = self._double(x), self._double(t)
             target_add = self._add(None, x)
-            if self.cache is None:
-                context = self._double(self.context)
-                v, self.cache = kv.bootstrap_step(
+            state = self.state
+            if state.cache is None:
+                context = self._double(state.context)
+                v, state.cache = kv.bootstrap_step(
                     self.model, stream, self.cond, context=context,
                     context_add=self._add(context, context), target=x,
                     target_add=target_add, t=t)
             elif first[0]:
-                if self.pending is None:
+                if state.pending is None:
                     raise RuntimeError("commit() the previous block before the next one")
-                pending = self._double(self.pending)
-                v, self.cache = kv.fused_step(
-                    self.model, stream, self.cond, cache=self.cache, pending=pending,
+                pending = self._double(state.pending)
+                v, state.cache = kv.fused_step(
+                    self.model, stream, self.cond, cache=state.cache, pending=pending,
                     pending_add=self._add(pending, pending), target=x, target_add=target_add,
                     t=t)
-                self.pending = None
+                state.pending = None
             else:
-                v = kv.cached_step(self.model, stream, self.cond, cache=self.cache, target=x,
+                v = kv.cached_step(self.model, stream, self.cond, cache=state.cache, target=x,
                                    target_add=target_add, t=t)
             first[0] = False
             return self._guide(v)
@@ -131,29 +134,31 @@ class BlockCausalSession(_Session):
         return denoise
 
     def commit(self, block: Tensor) -> None:
-        self.pending = block
+        self.state.pending = block
+        self.state.blocks += 1
 
 
 class EncDecSession(_Session):
     """Enc-dec streaming: per block, prefill the context once, then decoder steps."""
 
     def block_denoiser(self) -> Denoiser:
-        state: dict[str, KV] = {}
+        prefilled: dict[str, KV] = {}
 
         def denoise(x: Tensor, t: Tensor) -> Velocity:
             x, t = self._double(x), self._double(t)
-            if "cache" not in state:
-                context = self._double(self.context)
-                state["cache"] = kv.prefill(self.model, self.cond, context=context,
+            if "cache" not in prefilled:
+                context = self._double(self.state.context)
+                prefilled["cache"] = kv.prefill(self.model, self.cond, context=context,
                                             context_add=self._add(context, context))
-            v = kv.decoder_step(self.model, self.cond, cache=state["cache"], target=x,
+            v = kv.decoder_step(self.model, self.cond, cache=prefilled["cache"], target=x,
                                 target_add=self._add(None, x), t=t)
             return self._guide(v)
 
         return denoise
 
     def commit(self, block: Tensor) -> None:
-        self.context = torch.cat((self.context, block), dim=-1)[..., block.shape[-1]:]
+        self.state.context = torch.cat((self.state.context, block), -1)[..., block.shape[-1]:]
+        self.state.blocks += 1
 
 
 class OutpaintSession(_Session):
@@ -168,13 +173,14 @@ class OutpaintSession(_Session):
         s = self.config.stream.context_frames
 
         def denoise(x: Tensor, t: Tensor) -> Velocity:
-            eps = torch.randn(self.context.shape, generator=self.generator,
+            context = self.state.context
+            eps = torch.randn(context.shape, generator=self.generator,
                               device=x.device, dtype=x.dtype)
             tc = t[:, None, None].to(x.dtype)
-            noisy_context = (1 - tc) * self.context + tc * eps
+            noisy_context = (1 - tc) * context + tc * eps
             window = self._double(torch.cat((noisy_context, x), dim=-1))
             add = self._double(torch.cat(
-                (self._add(self.context, self.context), self._add(None, x)), dim=-1))
+                (self._add(context, context), self._add(None, x)), dim=-1))
             tt = self._double(t)
             positions = torch.arange(1, window.shape[-1] + 1, device=x.device)
             v, _ = self.model.step(window, tt, self.cond, positions=positions,

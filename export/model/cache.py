@@ -32,6 +32,8 @@ unmasked. The context length is the cache's, never a constant (bug 2 of the refe
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 from torch import Tensor
 
@@ -40,6 +42,33 @@ from lmdm_export.model.dit import Conditioning, DiffusionTransformer
 from lmdm_export.model.masks import cached_step_mask, fused_step_mask, window_mask
 from lmdm_export.model.rope import apply_rotary
 from lmdm_export.model.transformer import KV
+
+
+@dataclass
+class StreamState:
+    """Everything a stream carries from one block to the next (``B'`` = ``2B`` under CFG).
+
+    * ``context``: ``(B, C, s)`` clean latents - the sliding context of enc-dec and outpainting,
+      the bootstrap context of block-causal (unused once the cache exists);
+    * ``cache``: block-causal only, ``KV`` of ``(L, B', H, s, Dh)`` at positions ``1..s``, or
+      None before the bootstrap;
+    * ``pending``: block-causal only, ``(B, C, c)`` the last clean block, not yet in the cache;
+    * ``blocks``: blocks committed so far.
+    """
+
+    context: Tensor
+    cache: KV | None = None
+    pending: Tensor | None = None
+    blocks: int = 0
+
+    def snapshot(self) -> StreamState:
+        """A copy that later steps cannot change (restore it to replay a stream from here)."""
+        def clone(t):
+            return None if t is None else t.clone()
+
+        cache = None if self.cache is None else KV(self.cache.k.clone(), self.cache.v.clone())
+        return replace(self, context=self.context.clone(), cache=cache,
+                       pending=clone(self.pending))
 
 
 def build_input_add(config: DiTConfig, *, clean: Tensor | None, batch: int, frames: int,
