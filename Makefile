@@ -50,7 +50,8 @@ $(STAMP): pyproject.toml Makefile
 	# libraries need CUDA here and are removed (nothing we call uses them).
 	$(BIN)/pip install -q --no-deps --ignore-requires-python stable-audio-tools==$(SAT_VERSION) torchaudio==2.11.0
 	rm -f $(VENV)/lib/python3*/site-packages/torchaudio/lib/*.so
-	$(BIN)/pip install -q einops einops-exts alias-free-torch==0.0.6 PyWavelets torchsde scipy
+	$(BIN)/pip install -q einops einops-exts alias-free-torch==0.0.6 PyWavelets torchsde scipy \
+		pytorch_lightning huggingface_hub
 	$(BIN)/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('$(TORCH_VERSION)') else 'torch ' + v + ' was installed instead of $(TORCH_VERSION)')"
 	touch $(STAMP)
 
