@@ -279,3 +279,58 @@ def save_weights(model: LMDM, path: str | Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.contiguous() for k, v in to_sat_keys(model.state_dict()).items()}, str(tmp))
     tmp.replace(path)
+
+
+def to_sat_config(config: ModelConfig) -> dict:
+    """The ``model_config.json`` dict that :func:`config_from_sat` reads back to ``config``."""
+    ae, dit, cond, stream = config.autoencoder, config.dit, config.conditioning, config.stream
+    oob = dict(channels=ae.channels, c_mults=list(ae.c_mults), strides=list(ae.strides),
+               use_snake=ae.use_snake)
+    conditioners = []
+    for spec in cond.conditioners:
+        p = spec.params
+        if spec.type == "number":
+            entry = {"min_val": p.min_val, "max_val": p.max_val}
+        elif spec.type == "t5":
+            entry = {"t5_model_name": Path(p.model_dir).name, "max_length": p.max_length}
+        else:
+            entry = {"max_length": p.max_length}
+            if p.model_dir is not None:
+                entry["model_dir"] = p.model_dir
+        conditioners.append({"id": spec.id, "type": spec.type, "config": entry})
+    add_dims = []
+    for group in dit.input_add_groups:
+        add_dims += [[f"{group.name}_mask", 1], [f"{group.name}_input", group.channels - 1]]
+    window = (stream.window_frames if stream is not None else 256)
+    raw = {
+        "model_type": "diffusion_cond", "sample_size": window * ae.downsampling_ratio,
+        "sample_rate": ae.sample_rate, "audio_channels": ae.audio_channels,
+        "model": {
+            "io_channels": dit.io_channels,
+            "pretransform": {"type": "autoencoder", "config": {
+                "encoder": {"type": "oobleck", "config": {
+                    **oob, "in_channels": ae.audio_channels, "latent_dim": 2 * ae.latent_dim}},
+                "decoder": {"type": "oobleck", "config": {
+                    **oob, "out_channels": ae.audio_channels, "latent_dim": ae.latent_dim,
+                    "final_tanh": ae.final_tanh}},
+                "bottleneck": {"type": "vae"}, "latent_dim": ae.latent_dim,
+                "downsampling_ratio": ae.downsampling_ratio, "io_channels": ae.audio_channels}},
+            "conditioning": {"cond_dim": cond.cond_dim, "configs": conditioners},
+            "diffusion": {
+                "type": "dit", "diffusion_objective": "rectified_flow",
+                "cross_attention_cond_ids": list(cond.cross_attention_ids),
+                "global_cond_ids": list(cond.global_ids),
+                "config": {"io_channels": dit.io_channels, "embed_dim": dit.embed_dim,
+                           "depth": dit.depth, "num_heads": dit.num_heads,
+                           "cond_token_dim": dit.cond_token_dim,
+                           "global_cond_dim": dit.global_cond_dim, "postpend": True,
+                           "transformer_type": "continuous_transformer",
+                           "attn_kwargs": {"qk_norm": "ln"},
+                           **({"input_add_dims": add_dims} if add_dims else {})}}}}
+    if stream is not None:
+        raw["training"] = {"context_router": True, "inpainting": {"mask_kwargs": {
+            "fixed_mask_size": stream.context_frames,
+            "context_router_attention_pattern": stream.pattern,
+            "block_causal_chunk_size": stream.block_frames,
+            "block_causal_window_chunks": stream.context_chunks}}}
+    return raw

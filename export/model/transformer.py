@@ -40,7 +40,7 @@ class LayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, x.shape[-1:], weight=self.gamma, bias=self.beta, eps=self.eps)
+        return F.layer_norm(x, self.gamma.shape, weight=self.gamma, bias=self.beta, eps=self.eps)
 
 
 def _split_heads(x: Tensor, heads: int) -> Tensor:
