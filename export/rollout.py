@@ -29,7 +29,7 @@ from lmdm_export.model import cache as kv
 from lmdm_export.model.dit import Conditioning, DiffusionTransformer
 from lmdm_export.model.lmdm import ModelConfig
 from lmdm_export.model.transformer import KV
-from lmdm_export.sampling import Denoiser, Velocity, cfg_combine
+from lmdm_export.sampling import Denoiser, NoiseSource, Velocity, cfg_combine, draw_noise
 
 Sampler = Callable[..., Tensor]
 
@@ -165,7 +165,8 @@ class OutpaintSession(_Session):
     """The baseline: N full uncached passes over ``[context | target]`` per block, with RePaint
     replacement of the context by a freshly noised copy at every step (lmdm-reference §2)."""
 
-    def __init__(self, *args, generator: torch.Generator | None = None, **kwargs) -> None:
+    def __init__(self, *args, generator: torch.Generator | NoiseSource | None = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.generator = generator
 
@@ -174,8 +175,7 @@ class OutpaintSession(_Session):
 
         def denoise(x: Tensor, t: Tensor) -> Velocity:
             context = self.state.context
-            eps = torch.randn(context.shape, generator=self.generator,
-                              device=x.device, dtype=x.dtype)
+            eps = draw_noise(context.shape, x, self.generator)
             tc = t[:, None, None].to(x.dtype)
             noisy_context = (1 - tc) * context + tc * eps
             window = self._double(torch.cat((noisy_context, x), dim=-1))
@@ -199,7 +199,7 @@ SESSIONS = {"block-causal": BlockCausalSession, "enc-dec": EncDecSession,
 def make_session(method: str, model: DiffusionTransformer, config: ModelConfig,
                  cond: Conditioning, *, guidance: Guidance = Guidance(),
                  context: Tensor | None = None, batch: int = 1,
-                 generator: torch.Generator | None = None) -> _Session:
+                 generator: torch.Generator | NoiseSource | None = None) -> _Session:
     """``method``: ``"block-causal"``, ``"enc-dec"`` or ``"outpaint"`` (the baseline)."""
     if method not in SESSIONS:
         raise ValueError(f"unknown streaming method {method!r}: use one of {sorted(SESSIONS)}")
@@ -208,14 +208,14 @@ def make_session(method: str, model: DiffusionTransformer, config: ModelConfig,
 
 
 def stream_blocks(session: _Session, blocks: int, *, sampler: Sampler, ts: Tensor,
-                  generator: torch.Generator | None = None,
+                  generator: torch.Generator | NoiseSource | None = None,
                   cfg_pp: str | None = None) -> Iterator[Tensor]:
     """Generate ``blocks`` blocks, yielding each clean block ``(B, C, c)`` as it is done."""
     config = session.config
     param = next(session.model.parameters())
     shape = (session.batch, config.dit.io_channels, config.stream.block_frames)
     for _ in range(blocks):
-        noise = torch.randn(shape, generator=generator, device=param.device, dtype=param.dtype)
+        noise = draw_noise(shape, param, generator)
         block = sampler(session.block_denoiser(), noise, ts.to(param.device),
                         generator=generator, cfg_pp=cfg_pp)
         session.commit(block)

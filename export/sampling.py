@@ -23,6 +23,21 @@ from torch import Tensor
 
 CFGPP_VARIANTS = ("textbook", "lmdm-code")
 
+NoiseSource = Callable[[tuple, "Tensor"], "Tensor"]
+
+
+def draw_noise(shape: tuple, like: Tensor,
+               generator: torch.Generator | NoiseSource | None) -> Tensor:
+    """Standard normal noise of ``shape`` on ``like``'s device and dtype.
+
+    ``generator`` is a ``torch.Generator`` or a callable ``(shape, like) -> Tensor``: the latter
+    replays recorded noise, which is how the runtime's numpy engine and this torch side are
+    compared draw for draw.
+    """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        return generator(tuple(shape), like)
+    return torch.randn(tuple(shape), generator=generator, device=like.device, dtype=like.dtype)
+
 
 class Velocity(NamedTuple):
     guided: Tensor
@@ -96,7 +111,7 @@ def pingpong_update(x: Tensor, vel: Velocity, t: Tensor, t_next: Tensor, noise: 
 
 
 def sample_euler(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
-                 generator: torch.Generator | None = None,
+                 generator: torch.Generator | NoiseSource | None = None,
                  cfg_pp: str | None = None) -> Tensor:
     """Integrate from ``ts[0]`` (noise ``x``) to ``ts[-1]`` with Euler steps; returns the result.
 
@@ -111,7 +126,7 @@ def sample_euler(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
 
 
 def sample_pingpong(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
-                    generator: torch.Generator | None = None,
+                    generator: torch.Generator | NoiseSource | None = None,
                     cfg_pp: str | None = None) -> Tensor:
     """Ping-pong sampling (the few-step sampler of ARC models): at every step predict ``x0_hat``
     and, except after the last, re-noise it with fresh noise drawn from ``generator``."""
@@ -122,7 +137,7 @@ def sample_pingpong(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
         vel = denoiser(x, t)
         x0 = x - _b(ts[i], x) * vel.guided
         if i < len(ts) - 2:
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            noise = draw_noise(x.shape, x, generator)
             x = pingpong_update(x, vel, _b(ts[i], x), _b(ts[i + 1], x), noise, cfg_pp)
     return x0
 
