@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import platform
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -22,6 +22,10 @@ EXPORT_EXTRA_HINT = "pip install 'lmdm-bridge[export]'"
 
 class MissingExtraError(RuntimeError):
     """A subcommand needs an optional dependency group that is not installed."""
+
+
+class CommandError(RuntimeError):
+    """A user-facing failure: printed as one line naming the problem and the fix, exit code 2."""
 
 
 def require_export_extra(module: str = "lmdm_export") -> ModuleType:
@@ -36,35 +40,12 @@ def require_export_extra(module: str = "lmdm_export") -> ModuleType:
         ) from exc
 
 
-def cmd_version(args: argparse.Namespace) -> int:
-    """Print the package version and the versions of the engines it runs on."""
-    import numpy
-    import onnxruntime
-
-    print(f"lmdm-bridge {__version__}")
-    providers = ", ".join(onnxruntime.get_available_providers())
-    print(f"python {platform.python_version()}, numpy {numpy.__version__}, "
-          f"onnxruntime {onnxruntime.__version__} ({providers})")
-    try:
-        torch = importlib.import_module("torch")
-        print(f"torch {torch.__version__} (export extra installed)")
-    except ModuleNotFoundError:
-        print(f"torch not installed (runtime only; for export and training: {EXPORT_EXTRA_HINT})")
-    return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    """Start the main job on the embedded default model."""
-    print("lmdm-bridge: the embedded default model and the daemon arrive with later issues "
-          "(the bundle engine, `serve`, and the trained default). What is here now:\n")
-    build_parser().print_help()
-    return 0
-
-
 Command = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lmdm_bridge.commands import COMMANDS
+
     parser = argparse.ArgumentParser(
         prog="lmdm-bridge",
         description="Play a Live Music Diffusion Model live: export it to an ONNX bundle with an "
@@ -73,17 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lmdm-bridge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("version", help="print the versions of lmdm-bridge and its engines")
-    p.set_defaults(func=cmd_version)
-    p = sub.add_parser("run", help="start the main job on the embedded default model")
-    p.set_defaults(func=cmd_run)
+    for command in COMMANDS:
+        p = sub.add_parser(command.NAME, help=command.HELP, description=command.HELP)
+        command.add_arguments(p)
+        p.set_defaults(func=command.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     func: Command | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()
@@ -92,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except MissingExtraError as exc:
         print(f"lmdm-bridge: {exc}", file=sys.stderr)
+        return 2
+    except CommandError as exc:
+        print(f"lmdm-bridge {args.command}: {exc}", file=sys.stderr)
         return 2
 
 

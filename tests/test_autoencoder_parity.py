@@ -186,8 +186,8 @@ def test_fold_weight_norm_leaves_outputs_unchanged(models):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"strides": (2, 3)}, "even"),
-        ({"strides": (2,)}, "one entry per block"),
+        ({"strides": (4, 8, 8, 3)}, "even"),
+        ({"strides": (4, 8)}, "one entry per block"),
         ({"latent_dim": 0}, "latent_dim"),
     ],
 )

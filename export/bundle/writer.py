@@ -147,10 +147,30 @@ def _dynamic_axes(role: str, io: GraphIO) -> dict[str, dict[int, str]]:
 
 def _export_graph(role: str, module: torch.nn.Module, args: tuple, path: Path) -> None:
     io: GraphIO = module.io
+    axes = _dynamic_axes(role, io)
     with torch.inference_mode(False), torch.no_grad():
         torch.onnx.export(module.eval(), args, str(path), input_names=list(io.inputs),
-                          output_names=list(io.outputs), dynamic_axes=_dynamic_axes(role, io),
+                          output_names=list(io.outputs), dynamic_axes=axes,
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        outputs = module(*args)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    _declare_output_shapes(path, outputs, axes)
+
+
+def _declare_output_shapes(path: Path, outputs: tuple, axes: dict[str, dict[int, str]]) -> None:
+    """The tracer names output dims after the ops that made them; declare the real shapes
+    (fixed by the geometry, or the named dynamic dims) so hosts can preallocate."""
+    model = onnx.load(str(path))
+    for value, tensor in zip(model.graph.output, outputs, strict=True):
+        dims = value.type.tensor_type.shape.dim
+        named = axes.get(value.name, {})
+        for i, size in enumerate(tensor.shape):
+            dims[i].Clear()
+            if i in named:
+                dims[i].dim_param = named[i]
+            else:
+                dims[i].dim_value = size
+    onnx.save(model, str(path))
 
 
 def _convert(role: str, path: Path, dtype: str) -> None:

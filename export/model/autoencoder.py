@@ -73,12 +73,13 @@ OOBLECK_PRESETS: MappingProxyType[str, OobleckConfig] = MappingProxyType(
     {
         # Stable Audio Open Small's VAE: stereo 44.1 kHz, 64 latent channels, 2048x.
         "sao-small": OobleckConfig(),
-        # Debug size for unit tests: same layer types and depth pattern, 8x, runs in ms on CPU.
+        # Debug size for unit tests: same layer types, SAO's 2048x rate (so seconds mean the same
+        # number of blocks), a few channels: runs in milliseconds on CPU.
         "tiny": OobleckConfig(
             audio_channels=2,
             channels=4,
-            c_mults=(1, 2),
-            strides=(2, 4),
+            c_mults=(1, 2, 2, 4),
+            strides=(4, 8, 8, 8),
             latent_dim=8,
             use_snake=True,
             final_tanh=False,

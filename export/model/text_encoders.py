@@ -71,6 +71,15 @@ def require_model_dir(model_dir: str | Path, what: str) -> Path:
     return path
 
 
+def _load_frozen(model_cls, path: Path):
+    """``from_pretrained`` from a local directory, without the per-load progress bar (a frozen
+    encoder loads at every model build; its bar would bury the output of export and tests)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    return model_cls.from_pretrained(str(path), local_files_only=True)
+
+
 class FrozenHFEncoder:
     """A pretrained HF encoder and its tokenizer, frozen, in eval mode, never a submodule.
 
@@ -182,7 +191,7 @@ class T5TextConditioner(FrozenTextConditioner):
         path = require_model_dir(model_dir, "T5 encoder")
         from transformers import T5EncoderModel
 
-        model = T5EncoderModel.from_pretrained(str(path), local_files_only=True)
+        model = _load_frozen(T5EncoderModel, path)
         super().__init__(FrozenHFEncoder(model, path, dtype), output_dim, max_length, project_out)
 
     @classmethod
@@ -245,7 +254,7 @@ class MiniLMTextConditioner(FrozenTextConditioner):
         )
         from transformers import AutoModel
 
-        model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        model = _load_frozen(AutoModel, path)
         super().__init__(FrozenHFEncoder(model, path, torch.float32), output_dim, max_length, True)
 
     @classmethod

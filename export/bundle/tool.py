@@ -1,0 +1,46 @@
+"""The torch side of the ``export`` and ``verify`` commands (the parsers live in the runtime)."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from lmdm_bridge.manifest import SamplerDefaults
+from lmdm_export.bundle.writer import ExportRequest, export_bundle
+from lmdm_export.checkpoint import load_checkpoint
+from lmdm_export.model.lmdm import LMDM
+from lmdm_export.presets import get_preset
+
+
+def parse_text_encoders(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--text-encoder {pair!r} must look like NAME=DIR, "
+                             "e.g. t5-base=/models/t5-base")
+        out[name] = path
+    return out
+
+
+def model_from_args(args: argparse.Namespace) -> tuple[LMDM, str]:
+    """The model a command line names, and a one-line description of where it came from."""
+    if args.checkpoint is not None:
+        config = args.model_config or args.checkpoint.parent / "model_config.json"
+        model = load_checkpoint(config, args.checkpoint,
+                                text_encoder_dirs=parse_text_encoders(args.text_encoder))
+        return model, f"checkpoint {args.checkpoint.name}"
+    if args.preset is None:
+        raise ValueError("--random-init needs --preset (tiny or sao-small)")
+    torch.manual_seed(args.seed)
+    return LMDM(get_preset(args.preset).config).eval(), f"random-init seed {args.seed}"
+
+
+def export_from_args(args: argparse.Namespace) -> None:
+    model, source = model_from_args(args)
+    request = ExportRequest(
+        dtype=args.dtype, source=source, preset=args.preset,
+        include_source_weights=not args.no_source_weights,
+        sampler=SamplerDefaults(name=args.sampler, steps=args.steps, cfg_scale=args.cfg))
+    export_bundle(model, args.out, request, force=args.force)

@@ -1,0 +1,46 @@
+"""``lmdm-bridge export``: write a bundle (ONNX graphs with the KV cache as inputs/outputs)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "export"
+HELP = "export a model to an ONNX bundle with cache inputs and outputs"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=("tiny", "sao-small"),
+                        help="model geometry (with --random-init; a checkpoint brings its own)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--random-init", action="store_true",
+                        help="random weights: for tests, benchmarks and hosts under development")
+    source.add_argument("--checkpoint", type=Path, metavar="PATH",
+                        help="stable-audio-tools / LMDM weights (.safetensors, .ckpt)")
+    parser.add_argument("--model-config", type=Path, metavar="JSON",
+                        help="its model_config.json (default: beside the checkpoint)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --random-init (default 0)")
+    parser.add_argument("--text-encoder", action="append", default=[], metavar="NAME=DIR",
+                        help="local copy of a text encoder a checkpoint names, e.g. "
+                             "t5-base=/models/t5-base (repeatable)")
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "int8"), default="fp32",
+                        help="fp32 (default); fp16 for CUDA; int8: dynamic quantization of the "
+                             "DiT's matrix products, for CPUs")
+    parser.add_argument("--steps", type=int, default=8, help="default sampler steps (8)")
+    parser.add_argument("--sampler", choices=("pingpong", "euler"), default="pingpong")
+    parser.add_argument("--cfg", type=float, default=1.0, help="default CFG scale (1 = off)")
+    parser.add_argument("--no-source-weights", action="store_true",
+                        help="leave out source/ (torch weights; `verify` then needs --checkpoint)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="bundle folder")
+    parser.add_argument("--force", action="store_true", help="replace an existing bundle")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lmdm_bridge.cli import CommandError, require_export_extra
+
+    tool = require_export_extra("lmdm_export.bundle.tool")
+    try:
+        tool.export_from_args(args)
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    return 0
