@@ -44,3 +44,41 @@ def export_from_args(args: argparse.Namespace) -> None:
         include_source_weights=not args.no_source_weights,
         sampler=SamplerDefaults(name=args.sampler, steps=args.steps, cfg_scale=args.cfg))
     export_bundle(model, args.out, request, force=args.force)
+
+
+def bench_from_args(args: argparse.Namespace) -> None:
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from lmdm_bridge.manifest import BundleError, read_manifest
+    from lmdm_export.bench import plot_report, run_bench, write_report
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    model, source = model_from_args(args)
+    work = args.work or Path(tempfile.mkdtemp(prefix="lmdm-bench-"))
+    bundles = {}
+    for dtype in ("fp32", "int8") if args.int8 else ("fp32",):
+        path = work / f"{args.preset}-{dtype}"
+        try:
+            manifest = read_manifest(path, check_files=False)
+            reusable = manifest.model.get("source") == source and manifest.dtype == dtype
+        except BundleError:
+            reusable = False
+        if not reusable:
+            progress(f"exporting the {dtype} bundle to {path}")
+            export_bundle(model, path, ExportRequest(dtype=dtype, source=source,
+                                                     preset=args.preset,
+                                                     include_source_weights=False),
+                          force=True, progress=progress)
+        bundles[dtype] = path
+    report = run_bench(model, bundles=bundles, steps=args.steps, blocks=args.blocks,
+                       sampler=args.sampler, cfg=args.cfg, seed=args.seed,
+                       threads=args.threads, progress=progress)
+    report["model"] = {"preset": args.preset, "source": source}
+    write_report(report, args.json)
+    if args.plot:
+        plot_report(report, args.plot)
+    progress(f"report written to {args.json}")
