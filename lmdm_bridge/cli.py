@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and Max/Pure Data over OSC and loopback audio.",
     )
     parser.add_argument("--version", action="version", version=f"lmdm-bridge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log what loads and where it runs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         p = sub.add_parser(command.NAME, help=command.HELP, description=command.HELP)
@@ -64,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     func: Command | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -1,0 +1,144 @@
+"""Offline rendering through the streaming engine: the same block loop the daemon plays.
+
+:func:`render` streams ``seconds`` of audio block by block (applying timed events at block
+boundaries), decodes with the click-free :class:`~lmdm_bridge.decode.StreamingDecoder`, writes a
+WAV atomically and returns timing statistics: real-time factor, time to first audio and
+per-block latency (median, p95).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from lmdm_bridge.bundle import Bundle
+from lmdm_bridge.decode import StreamingDecoder
+from lmdm_bridge.engine import Engine
+from lmdm_bridge.events import Event, due
+
+
+@dataclass(frozen=True)
+class RenderStats:
+    seconds: float
+    blocks: int
+    wall_seconds: float
+    realtime_factor: float  # audio seconds per wall second (>= 1 keeps up with playback)
+    time_to_first_audio: float  # from the start (prompt encoding included) to the first samples
+    block_median: float  # seconds per block: generation + decoding
+    block_p95: float
+    block_seconds: float  # audio per block
+    method: str
+    steps: int
+    cfg: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (f"{self.seconds:.2f} s of audio in {self.wall_seconds:.2f} s: real-time factor "
+                f"{self.realtime_factor:.2f}, first audio after {self.time_to_first_audio:.3f} s,"
+                f" {self.blocks} blocks of {self.block_seconds:.2f} s: median "
+                f"{self.block_median:.3f} s, p95 {self.block_p95:.3f} s "
+                f"({self.method}, {self.steps} steps, CFG {self.cfg:g})")
+
+
+class Progress:
+    """A one-line progress bar on a terminal stream; silent when the stream is not a tty."""
+
+    def __init__(self, total: int, stream=sys.stderr, label: str = "render") -> None:
+        self.total, self.stream, self.label = total, stream, label
+        self.enabled = hasattr(stream, "isatty") and stream.isatty()
+
+    def update(self, done: int, note: str = "") -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = width * done // max(self.total, 1)
+        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                          f"{done}/{self.total} {note}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _apply(engine: Engine, event: Event) -> None:
+    if event.kind == "prompt":
+        engine.set_prompt(event.value)
+    elif event.kind == "prompts":
+        engine.set_prompt(event.value)
+    elif event.kind == "cfg":
+        engine.set_cfg(event.value)
+    elif event.kind == "steps":
+        engine.set_steps(event.value)
+    elif event.kind == "seed":
+        engine.reseed(event.value)
+    elif event.kind == "eject":
+        engine.eject(min(event.value, engine.geometry.context_frames))
+
+
+def write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    """``audio (channels, samples)`` float32 -> 16-bit WAV, via a temporary file in the same
+    folder renamed into place, so a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        sf.write(str(tmp), np.ascontiguousarray(audio.T), sample_rate, subtype="PCM_16",
+                 format="WAV")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def render(bundle: Bundle, *, prompt: str, seconds: float, seed: int = 0,
+           steps: int | None = None, cfg: float | None = None, method: str | None = None,
+           events: list[Event] | None = None,
+           on_block: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, RenderStats]:
+    """Stream ``seconds`` of audio; returns ``(audio (channels, samples), stats)``.
+
+    Whole blocks are generated and the result trimmed to ``seconds``; the decoder's latency is
+    compensated by generating the blocks that cover it and dropping the lead-in.
+    """
+    if not seconds > 0:
+        raise ValueError(f"--seconds must be > 0, got {seconds}")
+    start = time.perf_counter()
+    engine = Engine(bundle, method=method, steps=steps, cfg_scale=cfg, seed=seed)
+    decoder = StreamingDecoder(bundle)
+    g = bundle.geometry
+    block_samples = g.block_frames * g.downsampling_ratio
+    total = round(seconds * g.sample_rate)
+    blocks = math.ceil((total + decoder.latency) / block_samples)
+    events = list(events or [])
+    engine.set_prompt(prompt)
+    next_event = 0
+    chunks, block_times, first_audio = [], [], None
+    for b in range(blocks):
+        now, next_event = due(events, next_event, b * g.block_seconds)
+        for event in now:
+            _apply(engine, event)
+        t0 = time.perf_counter()
+        chunks.append(decoder.push(engine.next_block()))
+        block_times.append(time.perf_counter() - t0)
+        if first_audio is None:
+            first_audio = time.perf_counter() - start
+        if on_block is not None:
+            on_block(b + 1, blocks)
+    audio = np.concatenate(chunks, axis=-1)[:, decoder.latency:decoder.latency + total]
+    wall = time.perf_counter() - start
+    stats = RenderStats(
+        seconds=total / g.sample_rate, blocks=blocks, wall_seconds=wall,
+        realtime_factor=(total / g.sample_rate) / wall, time_to_first_audio=first_audio,
+        block_median=float(np.median(block_times)),
+        block_p95=float(np.percentile(block_times, 95)), block_seconds=g.block_seconds,
+        method=engine.method, steps=engine.steps, cfg=engine.cfg_scale)
+    return audio, stats
