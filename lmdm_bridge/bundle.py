@@ -1,0 +1,222 @@
+"""A bundle on disk as callable graphs: the manifest plus one onnxruntime session per role.
+
+Sessions are created on first use, so a host that only decodes never loads the DiT. Execution
+providers come from the caller (``"auto"``, ``"cpu"``, ``"cuda"``) with a CPU fallback; the
+choice is logged. Every call goes through onnxruntime's IO binding, which lets the engine
+
+* write outputs into buffers it preallocated (no per-block allocation of cache-sized arrays),
+* keep tensors on the device between calls: a :data:`Buffer` is a numpy array on CPU and an
+  ``OrtValue`` in device memory under CUDA. The engine treats it as an opaque handle it gets
+  from :meth:`Bundle.buffer` and passes back; only :meth:`Bundle.to_host` and
+  :meth:`Bundle.copy_from_host` look inside.
+
+Each call is timed per role (:attr:`Bundle.stats`) for render statistics and benchmarks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import onnxruntime as ort
+
+from lmdm_bridge.manifest import BundleError, GraphSpec, Manifest, read_manifest
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = ("auto", "cpu", "cuda")
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+# A tensor the engine keeps between calls: numpy on CPU, an OrtValue on the session's device.
+Buffer = Union[np.ndarray, ort.OrtValue]  # noqa: UP007 - OrtValue is a pybind class
+
+
+@dataclass
+class CallStats:
+    """Wall-clock time of one graph role's calls (IO binding included)."""
+
+    calls: int = 0
+    seconds: float = 0.0
+    last: float = 0.0
+    worst: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.calls += 1
+        self.seconds += seconds
+        self.last = seconds
+        self.worst = max(self.worst, seconds)
+
+    @property
+    def mean(self) -> float:
+        return self.seconds / self.calls if self.calls else 0.0
+
+
+def choose_providers(request: str) -> list[str]:
+    """The onnxruntime provider list for ``request`` (one of :data:`PROVIDERS`): CUDA first
+    where asked for (``"cuda"``) or available (``"auto"``), CPU always as the fallback."""
+    if request not in PROVIDERS:
+        raise ValueError(f"providers must be one of {PROVIDERS}, got {request!r}")
+    available = ort.get_available_providers()
+    if request == "cpu":
+        return [_CPU]
+    if _CUDA in available:
+        return [_CUDA, _CPU]
+    if request == "cuda":
+        log.warning("CUDA was requested but onnxruntime has no CUDAExecutionProvider "
+                    "(available: %s); running on CPU. Install onnxruntime-gpu "
+                    "(pip install 'lmdm-bridge[gpu]') for the GPU.", ", ".join(available))
+    return [_CPU]
+
+
+class Bundle:
+    """A validated bundle folder with lazily created sessions.
+
+    ``providers``: ``"auto"`` (CUDA when onnxruntime has it, else CPU), ``"cpu"`` or ``"cuda"``
+    (falls back to CPU with a logged warning). ``threads``: onnxruntime's intra-op threads
+    (None: its default). ``device_buffers``: keep engine state in ``OrtValue``s (default: only
+    under CUDA, where it saves the host round trip of the KV cache every call; on CPU it exists
+    so tests can exercise that path). ``check_files``: verify every sha256 on load.
+    """
+
+    def __init__(self, path: str | Path, *, providers: str = "auto", threads: int | None = None,
+                 device_buffers: bool | None = None, check_files: bool = True) -> None:
+        self.root = Path(path)
+        self.manifest: Manifest = read_manifest(self.root, check_files=check_files)
+        self.providers = choose_providers(providers)
+        self.device = "cuda" if self.providers[0] == _CUDA else "cpu"
+        self.device_buffers = self.device == "cuda" if device_buffers is None else device_buffers
+        self.threads = threads
+        self.stats: dict[str, CallStats] = {}
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._io: dict[str, tuple[set[str], tuple[str, ...]]] = {}  # input names, output names
+        log.info("bundle %s: %s on %s (%s)", self.root, self.manifest.model.get("preset")
+                 or "custom", self.device, ", ".join(self.providers))
+
+    @property
+    def geometry(self):
+        return self.manifest.geometry
+
+    def spec(self, role: str) -> GraphSpec:
+        return self.manifest.graph(role)
+
+    def session(self, role: str) -> ort.InferenceSession:
+        """The session of ``role``, created on first use from inside the bundle folder (its
+        external weights are referenced by relative path)."""
+        if role not in self._sessions:
+            spec = self.spec(role)
+            options = ort.SessionOptions()
+            options.log_severity_level = 3  # onnxruntime's own warnings are not ours to print
+            if self.threads is not None:
+                options.intra_op_num_threads = self.threads
+            start = time.perf_counter()
+            try:
+                self._sessions[role] = ort.InferenceSession(
+                    str(self.root / spec.file), sess_options=options, providers=self.providers)
+            except Exception as exc:  # onnxruntime raises its own hierarchy of exceptions
+                raise BundleError(f"{self.root / spec.file} does not load in onnxruntime "
+                                  f"{ort.__version__}: {exc}") from exc
+            session = self._sessions[role]
+            self._io[role] = ({i.name for i in session.get_inputs()},
+                              tuple(o.name for o in session.get_outputs()))
+            log.info("loaded %s in %.2f s", spec.file, time.perf_counter() - start)
+        return self._sessions[role]
+
+    # -- buffers -----------------------------------------------------------------------------
+
+    def buffer(self, shape: tuple[int, ...], dtype=np.float32) -> Buffer:
+        """A zeroed tensor for state that stays with the session between calls."""
+        if self.device_buffers:
+            return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype), self.device, 0)
+        return np.zeros(shape, dtype)
+
+    def to_device(self, array: np.ndarray) -> Buffer:
+        """A host array as a :data:`Buffer` (a copy on the device, or the array itself)."""
+        array = np.ascontiguousarray(array)
+        if self.device_buffers:
+            return ort.OrtValue.ortvalue_from_numpy(array, self.device, 0)
+        return array
+
+    @staticmethod
+    def to_host(buffer: Buffer) -> np.ndarray:
+        """A host copy of a buffer's contents (an OrtValue's ``numpy()`` of CPU memory is a view,
+        hence the explicit copy)."""
+        return np.array(buffer.numpy() if isinstance(buffer, ort.OrtValue) else buffer)
+
+    @staticmethod
+    def copy_from_host(buffer: Buffer, array: np.ndarray) -> None:
+        """Overwrite a buffer in place (its shape and dtype stay)."""
+        if isinstance(buffer, ort.OrtValue):
+            buffer.update_inplace(np.ascontiguousarray(array, dtype=buffer.numpy().dtype))
+        else:
+            np.copyto(buffer, array)
+
+    # -- calls -------------------------------------------------------------------------------
+
+    def run(self, role: str, **feeds: np.ndarray | Buffer) -> dict[str, np.ndarray]:
+        """Call graph ``role`` with its inputs by name; returns every output as a numpy array."""
+        return self.run_into(role, feeds, {})
+
+    def run_into(self, role: str, feeds: Mapping[str, np.ndarray | Buffer],
+                 into: Mapping[str, Buffer]) -> dict[str, np.ndarray]:
+        """Call ``role``, writing the outputs named in ``into`` into those buffers (which must
+        have the outputs' shapes and must not be among the inputs); the other outputs are
+        returned as numpy arrays. Inputs may be numpy arrays or buffers."""
+        session = self.session(role)
+        inputs, outputs = self._io[role]
+        if feeds.keys() != inputs:
+            raise ValueError(f"graph {role} takes {sorted(inputs)}, got {sorted(feeds)}")
+        binding = session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                # Bound in place (no copy on CPU); the engine's buffers are contiguous already.
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in outputs:
+            target = into.get(name)
+            if target is None:
+                binding.bind_output(name, "cpu")
+            elif isinstance(target, ort.OrtValue):
+                binding.bind_ortvalue_output(name, target)
+            else:
+                if not target.flags.c_contiguous:
+                    raise ValueError(f"output buffer for {role}.{name} is not contiguous")
+                binding.bind_output(name, "cpu", 0, target.dtype, list(target.shape),
+                                    target.ctypes.data)
+        start = time.perf_counter()
+        session.run_with_iobinding(binding)
+        if self.device != "cpu":
+            binding.synchronize_outputs()
+        self.stats.setdefault(role, CallStats()).add(time.perf_counter() - start)
+        if len(into) == len(outputs):
+            return {}
+        values = binding.get_outputs()
+        return {n: v.numpy() for n, v in zip(outputs, values, strict=True) if n not in into}
+
+    def reset_stats(self) -> None:
+        self.stats.clear()
+
+    # -- description -------------------------------------------------------------------------
+
+    def info(self) -> str:
+        """A human-readable summary: the manifest (model, geometry, controls, sampler, graphs
+        with their I/O shapes, weight sizes), then the files' sizes and the providers."""
+        from lmdm_bridge.commands.info import describe
+
+        lines = [describe(self.manifest, self.root), "files"]
+        sizes = {spec.file: (self.root / spec.file).stat().st_size
+                 for spec in self.manifest.graphs.values()}
+        sizes.update({name: (self.root / name).stat().st_size
+                      for name in (*self.manifest.weights, *self.manifest.extra_files)})
+        for name, size in sizes.items():
+            lines.append(f"  {name:<28} {size / 1e6:10.2f} MB")
+        lines.append(f"  {'total':<28} {sum(sizes.values()) / 1e6:10.2f} MB")
+        lines.append(f"runtime    onnxruntime {ort.__version__} on {self.device} "
+                     f"({', '.join(self.providers)})")
+        return "\n".join(lines)
