@@ -207,8 +207,6 @@ class Bundle:
     def info(self) -> str:
         """A human-readable summary: the manifest (model, geometry, controls, sampler, graphs
         with their I/O shapes, weight sizes), then the files' sizes and the providers."""
-        from lmdm_bridge.commands.info import describe
-
         lines = [describe(self.manifest, self.root), "files"]
         sizes = {spec.file: (self.root / spec.file).stat().st_size
                  for spec in self.manifest.graphs.values()}
@@ -220,3 +218,39 @@ class Bundle:
         lines.append(f"runtime    onnxruntime {ort.__version__} on {self.device} "
                      f"({', '.join(self.providers)})")
         return "\n".join(lines)
+
+
+def describe(manifest: Manifest, root: Path) -> str:
+    g, s = manifest.geometry, manifest.sampler
+    model = manifest.model
+    params = model.get("dit_parameters")
+    lines = [
+        f"bundle {root} (format {manifest.format_version}, {manifest.dtype}, "
+        f"{manifest.created_by})",
+        f"model      {model.get('preset') or 'custom'} from {model.get('source')}"
+        + (f", DiT {params / 1e6:.2f} M parameters" if params else ""),
+        f"audio      {g.sample_rate} Hz, {g.audio_channels} channel(s); latents {g.latent_channels}"
+        f" ch at {g.latent_rate:.2f} frames/s ({g.downsampling_ratio} samples per frame)",
+        f"streaming  {manifest.pattern}: context {g.context_frames} frames "
+        f"({g.context_frames / g.latent_rate:.2f} s) + block {g.block_frames} frames "
+        f"({g.block_seconds:.2f} s); cached steps: {manifest.cached_step_mask}, "
+        f"RoPE {manifest.rope_mode}",
+        f"DiT        {g.layers} layers, width {g.embed_dim}, {g.heads} heads of {g.head_dim}; "
+        f"{g.cond_tokens} conditioning tokens of {g.cond_dim}",
+        f"prompt     {manifest.text.encoder}, {manifest.text.max_length} tokens "
+        f"({manifest.text.tokenizer})",
+        "numbers    " + ", ".join(f"{k} in [{lo:g}, {hi:g}] (default {d:g})"
+                                  for k, (lo, hi, d) in manifest.numbers.items()),
+        "controls   " + ", ".join(f"{c.name} ({c.channels} ch)" for c in manifest.controls),
+        f"sampler    {s.name}, {s.steps} steps, CFG {s.cfg_scale:g}"
+        + (f" ({s.cfg_pp} CFG++)" if s.cfg_pp else "")
+        + f", logSNR {s.logsnr_min:g}..{s.logsnr_max:g}",
+        "graphs",
+    ]
+    for role, spec in manifest.graphs.items():
+        ins = ", ".join(f"{i.name}{list(i.shape)}" for i in spec.inputs)
+        outs = ", ".join(f"{o.name}{list(o.shape)}" for o in spec.outputs)
+        lines.append(f"  {role:<13} {spec.file}")
+        lines.append(f"  {'':<13}   in:  {ins}")
+        lines.append(f"  {'':<13}   out: {outs}")
+    return "\n".join(lines)
