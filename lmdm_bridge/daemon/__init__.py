@@ -1,0 +1,1 @@
+"""The daemon: `lmdm-bridge serve` (audio callback, generation worker, OSC server)."""
