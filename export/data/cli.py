@@ -1,0 +1,48 @@
+"""Glue for ``lmdm-bridge data render --config FILE --out DIR [--limit N]``.
+
+The runtime CLI registers the subcommand and calls :func:`main` with its parsed arguments; this
+module only turns them into a :func:`render_corpus` call and reports through logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from lmdm_export.data.config import load_config
+from lmdm_export.data.render import render_corpus
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("render",)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``args``: ``action`` ("render"), ``config`` (path or None for the built-in default),
+    ``out`` (folder), ``limit`` (pieces per source, optional). Returns the exit code.
+
+    Raises ``ValueError`` (bad config or action) and ``FileNotFoundError`` (missing config or
+    soundfont) for the caller to report as one line.
+    """
+    if args.action not in ACTIONS:
+        raise ValueError(f"unknown data action {args.action!r} (known: {', '.join(ACTIONS)})")
+    config = load_config(args.config)
+    limit = getattr(args, "limit", None)
+    started = time.monotonic()
+    last = [started]
+
+    def progress(done: int, total: int, piece_id: str) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 10 or done == total:  # one line per 10 s, not one per piece
+            last[0] = now
+            log.info("%d/%d pieces (%s), %.0f s", done, total, piece_id, now - started)
+
+    summary = render_corpus(config, args.out, progress=progress, limit=limit)
+    log.info("%d items in %s (%d rendered now, %d already there, %d pieces skipped) in %.0f s",
+             summary.items, args.out, summary.rendered, summary.skipped,
+             len(summary.failed_pieces), summary.wall_seconds)
+    for label, hours in summary.hours_per_label.items():
+        log.info("  %-12s %6.2f h", label, hours)
+    log.info("  splits: %s", summary.items_per_split)
+    return 0

@@ -1,0 +1,257 @@
+"""The training-corpus renderer (lmdm_export.data): a smoke corpus rendered once per module.
+
+Skips, with the reason, where music21, fluidsynth or the Debian soundfont/sample packages are
+missing (`make` does not install them: see configs/data/*.toml for what the corpus needs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "data" / "smoke.toml"
+DEFAULT = ROOT / "configs" / "data" / "default.toml"
+FLUID_R3 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+SONIC_PI = Path("/usr/share/doc/sonic-pi-samples/copyright")
+
+pytest.importorskip("music21", reason="music21 is not installed (pip install music21)")
+sf = pytest.importorskip("soundfile")
+
+
+def _skip_without_renderer() -> None:
+    from lmdm_export.data.synth import fluidsynth_available
+
+    if not fluidsynth_available():
+        pytest.skip("fluidsynth unavailable: apt-get install fluidsynth; pip install pyfluidsynth")
+    for path, package in ((FLUID_R3, "fluid-soundfont-gm"), (SONIC_PI, "sonic-pi-samples")):
+        if not path.exists():
+            pytest.skip(f"{path} missing: apt-get install {package}")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """(config, out folder, summary, records) of the smoke corpus."""
+    _skip_without_renderer()
+    from lmdm_export.data import load_config, render_corpus
+    from lmdm_export.data.records import read_jsonl
+
+    config = load_config(SMOKE)
+    out = tmp_path_factory.mktemp("corpus")
+    summary = render_corpus(config, out)
+    return config, out, summary, read_jsonl(out / "metadata.jsonl")
+
+
+# -- config ---------------------------------------------------------------------------------
+
+
+def test_default_toml_is_the_builtin_default():
+    from lmdm_export.data import default_config, load_config
+
+    assert load_config(DEFAULT) == default_config()
+    assert load_config(None) == default_config()
+
+
+def test_unknown_keys_are_rejected_by_name(tmp_path):
+    from lmdm_export.data import load_config
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SMOKE.read_text().replace("variants = 2", "varaints = 2"))
+    with pytest.raises(ValueError, match=r"scores\[0\]: unknown key\(s\) varaints"):
+        load_config(bad)
+    bad.write_text('sample_rate = 22050\nsampel_rate = 1\n')
+    with pytest.raises(ValueError, match="sampel_rate"):
+        load_config(bad)
+
+
+def test_json_config_round_trips(tmp_path):
+    from lmdm_export.data import load_config
+    from lmdm_export.data.config import DataConfig, from_dict
+
+    config = load_config(SMOKE)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert load_config(path) == config
+    assert from_dict(DataConfig, config.to_dict()) == config
+
+
+# -- pure parts ------------------------------------------------------------------------------
+
+
+def test_key_names_follow_the_transposition():
+    from lmdm_export.data.captions import key_name
+
+    assert key_name(7, "major") == "G major"
+    assert key_name(7, "major", 3) == "Bb major"
+    assert key_name(9, "minor", -1) == "G# minor"
+    assert key_name(0, "minor", 3) == "Eb minor"
+    assert key_name(2, "dorian", 12) == "D dorian"
+
+
+def test_drum_patterns_fit_their_bars_and_groove_is_seeded():
+    from lmdm_export.data.drums import FILLS, STYLES, bars_for, groove
+
+    for name, style in STYLES.items():
+        for pattern in style.patterns:
+            for piece, steps in pattern.items():
+                assert len(steps) == style.beats * style.steps * style.bars, (name, piece)
+    assert all(len(s) == 12 for fill in FILLS for s in fill.values())
+    a = groove("funk", 100.0, bars_for("funk", 100.0, 20.0), 0, np.random.default_rng(1))
+    b = groove("funk", 100.0, bars_for("funk", 100.0, 20.0), 0, np.random.default_rng(1))
+    assert a == b and {v.name for v in a.voices} >= {"kick", "snare", "hats"}
+
+
+def test_only_cc0_files_of_a_dep5_file_are_listed(tmp_path):
+    from lmdm_export.data.loops import cc0_files
+
+    dep5 = tmp_path / "copyright"
+    dep5.write_text("Files: *\nCopyright: x\nLicense: MIT\n\n"
+                    "Files: etc/samples/loop_a.flac\nCopyright: 2013 A\n"
+                    "Source: http://example.org/a\nLicense: CC0\n\n"
+                    "Files: etc/samples/loop_b.flac\nCopyright: B\nLicense: CC-BY-SA-4.0\n")
+    files = cc0_files(dep5)
+    assert set(files) == {"loop_a.flac"}
+    assert files["loop_a.flac"].source_url == "http://example.org/a"
+
+
+def test_split_is_by_piece_and_deterministic():
+    """Over the whole default plan: every item of a piece shares its split, and re-planning
+    (or planning fewer pieces) assigns the same items the same way."""
+    from lmdm_export.data import default_config
+    from lmdm_export.data.plan import plan_corpus
+
+    config = default_config()
+    jobs = plan_corpus(config)
+    assert len({j.piece_id for j in jobs}) == len(jobs)
+    val = [j for j in jobs if j.split == "val"]
+    assert 0.05 < len(val) / len(jobs) < 0.15
+    items = {v.item_id: (j.piece_id, j.split, v) for j in jobs for v in j.variants}
+    assert len(items) == sum(len(j.variants) for j in jobs)
+    for job in plan_corpus(config, limit=3):
+        for v in job.variants:
+            assert items[v.item_id] == (job.piece_id, job.split, v)
+
+
+# -- the rendered smoke corpus ---------------------------------------------------------------
+
+
+def test_metadata_lines_validate_and_cover_every_source(smoke):
+    from lmdm_export.data.records import validate_record
+
+    config, out, summary, records = smoke
+    assert summary.failed_pieces == {}
+    assert len(records) == summary.items == summary.rendered == 7
+    for record in records:
+        validate_record(record)
+    assert {r["kind"] for r in records} == {"score", "drums", "loop"}
+    assert {r["label"] for r in records} == {"strings", "brass", "drums"}
+    assert (out / "DATA_CARD.md").read_text().count("CC0") >= 1
+
+
+def test_audio_is_non_silent_at_the_configured_format(smoke):
+    config, out, _, records = smoke
+    for record in records:
+        paths = [record["path"]] + [s["path"] for s in record["stems"]]
+        for rel in paths:
+            info = sf.info(out / rel)
+            assert info.samplerate == config.sample_rate and info.channels == config.channels
+            assert info.subtype == "PCM_16" and info.format == "FLAC"
+        audio, _ = sf.read(out / record["path"])
+        assert abs(record["duration"] - len(audio) / config.sample_rate) < 1e-6
+        peak = np.abs(audio).max()
+        assert 0.85 < peak <= 10 ** (config.peak_dbfs / 20) + 1e-3  # normalised to -1 dBFS
+        assert np.sqrt(np.mean(audio ** 2)) > 0.01
+
+
+def test_stems_are_aligned_with_and_sum_to_the_mix(smoke):
+    """Tolerance: reverb and chorus are off (shared effects would leak every voice into the
+    mix only), so the residual is fluidsynth's render-to-render variation of reused voices
+    (about -60 dB, see synth.py) plus 16-bit rounding of each file. A one-sample offset
+    between stems and mix would leave a residual near the mix's own level."""
+    config, out, _, records = smoke
+    multi = [r for r in records if len(r["stems"]) > 1]
+    assert {r["kind"] for r in multi} == {"score", "drums"}
+    for record in multi:
+        mix, _ = sf.read(out / record["path"])
+        stems = [sf.read(out / s["path"])[0] for s in record["stems"]]
+        assert all(s.shape == mix.shape for s in stems)
+        residual = mix - np.sum(stems, axis=0)
+        rms = np.sqrt(np.mean(mix ** 2))
+        assert np.sqrt(np.mean(residual ** 2)) < 0.01 * rms, record["id"]
+        assert np.abs(residual).max() < 0.05
+        shifted = mix[1:] - np.sum(stems, axis=0)[:-1]
+        assert np.sqrt(np.mean(shifted ** 2)) > 10 * np.sqrt(np.mean(residual ** 2))
+    voices = {s["voice"] for r in multi if r["kind"] == "score" for s in r["stems"]}
+    assert voices == {"soprano", "alto", "tenor", "bass"}
+
+
+def test_captions_carry_label_key_and_tempo(smoke):
+    config, _, _, records = smoke
+    phrases = {label.name: label.caption for label in config.labels} | {"drums": "drum"}
+    for record in records:
+        caption = record["caption"]
+        assert phrases[record["label"]] in caption, caption
+        assert f"{round(record['tempo'])} bpm" in caption
+        if record["kind"] == "score":
+            assert record["key"] and f"in {record['key']}" in caption
+            assert record["transposition"] in range(-5, 7)
+        else:
+            assert record["key"] is None
+
+
+def test_no_piece_in_both_splits(smoke):
+    _, _, _, records = smoke
+    splits: dict[str, set[str]] = {}
+    for record in records:
+        splits.setdefault(record["piece_id"], set()).add(record["split"])
+    assert all(len(s) == 1 for s in splits.values())
+    assert {s for v in splits.values() for s in v} == {"train", "val"}  # val_fraction 0.5
+
+
+def test_rerun_skips_and_an_interrupted_item_is_redone(smoke):
+    from lmdm_export.data import render_corpus
+
+    config, out, _, records = smoke
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "audio").rglob("*.flac")}
+    again = render_corpus(config, out)
+    assert (again.rendered, again.skipped, again.items) == (0, 7, 7)
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out / "audio").rglob("*.flac")}
+
+    victim = records[0]["id"]  # as if the run had died between its audio and its record
+    (out / "records" / f"{victim}.json").unlink()
+    resumed = render_corpus(config, out)
+    assert (resumed.rendered, resumed.skipped, resumed.items) == (1, 6, 7)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_stereo_and_sample_rate_are_config_fields(tmp_path):
+    _skip_without_renderer()
+    from lmdm_export.data import load_config, render_corpus
+    from lmdm_export.data.records import read_jsonl
+
+    config = dataclasses.replace(load_config(SMOKE), sample_rate=16000, channels=2, scores=(),
+                                 loops=None, audio_format="wav")
+    summary = render_corpus(config, tmp_path)
+    assert summary.items == 2
+    for record in read_jsonl(tmp_path / "metadata.jsonl"):
+        info = sf.info(tmp_path / record["path"])
+        assert (info.samplerate, info.channels, info.format) == (16000, 2, "WAV")
+
+
+def test_cli_main_renders_and_rejects_unknown_actions(tmp_path):
+    _skip_without_renderer()
+    import argparse
+
+    from lmdm_export.data.cli import main
+    from lmdm_export.data.records import read_jsonl
+
+    args = argparse.Namespace(action="render", config=SMOKE, out=tmp_path, limit=1)
+    assert main(args) == 0
+    assert {r["kind"] for r in read_jsonl(tmp_path / "metadata.jsonl")} == {"score", "drums",
+                                                                            "loop"}
+    with pytest.raises(ValueError, match="unknown data action"):
+        main(argparse.Namespace(action="burn", config=SMOKE, out=tmp_path, limit=None))
