@@ -207,7 +207,7 @@ def test_chains_from_config_describe_every_numeric_parameter():
     ({"room_size": 0.5}, "'plugin' key"),
 ])
 def test_bad_effect_config_is_a_named_error(entry, message):
-    with pytest.raises(ValueError, match="effects.post\\[0\\]") as info:
+    with pytest.raises(ValueError, match="fx.post\\[0\\]") as info:
         build_chain("post", [entry], 48000)
     assert message in str(info.value)
 

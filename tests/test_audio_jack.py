@@ -171,6 +171,8 @@ def test_device_errors_name_the_problem(jack_server):
         DeviceBackend(RATE, PERIOD, input=None, output="Soundflower", hostapi="JACK")
     with pytest.raises(AudioError, match="does not accept 44100 Hz"):
         DeviceBackend(44100, PERIOD, input=None, output="system", hostapi="JACK")
+    default_rate = DeviceBackend(None, PERIOD, input=None, output="system", hostapi="JACK")
+    assert default_rate.samplerate == RATE  # the server's rate
     with pytest.raises(AudioError, match="channels 3,4 do not exist on 'system'"):
         DeviceBackend(RATE, PERIOD, input=None, output="system", hostapi="JACK",
                       out_channels="3,4")

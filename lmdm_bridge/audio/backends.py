@@ -220,6 +220,7 @@ class FileBackend(_ThreadBackend):
 class DeviceBackend(Backend):
     """A sound card through PortAudio (sounddevice): JACK, PipeWire, ALSA, Core Audio, WASAPI...
 
+    ``samplerate``: Hz, or None for the output device's default rate.
     ``input``/``output``: device index or name substring (None: no input / no output;
     ``"default"``: the system default). They may be different devices: on one host API they
     share a duplex stream, otherwise each gets its own. ``in_channels``/``out_channels``:
@@ -231,7 +232,8 @@ class DeviceBackend(Backend):
 
     kind = "device"
 
-    def __init__(self, samplerate: int, blocksize: int, *, input: int | str | None = "default",
+    def __init__(self, samplerate: int | None, blocksize: int, *,
+                 input: int | str | None = "default",
                  output: int | str | None = "default",
                  in_channels: Sequence[int] | str | None = None,
                  out_channels: Sequence[int] | str | None = None, hostapi: str | None = None,
@@ -241,6 +243,8 @@ class DeviceBackend(Backend):
         self.output_device = self._resolve(output, "output", hostapi)
         if self.input_device is None and self.output_device is None:
             raise AudioError("neither an input nor an output device was given")
+        if samplerate is None:  # the output device's own rate (the input's if output-only)
+            samplerate = int(round((self.output_device or self.input_device).default_samplerate))
         in_sel = self._select(parse_channels(in_channels), self.input_device, "input")
         out_sel = self._select(parse_channels(out_channels), self.output_device, "output")
         port = AudioPort(samplerate, channels_in=len(in_sel), channels_out=len(out_sel),
@@ -373,7 +377,7 @@ class DeviceBackend(Backend):
         self._input_stream = None
 
 
-def create_backend(kind: str, *, samplerate: int, blocksize: int, channels_in: int = 2,
+def create_backend(kind: str, *, samplerate: int | None, blocksize: int, channels_in: int = 2,
                    channels_out: int = 2, input_audio: np.ndarray | str | Path | None = None,
                    **options: Any) -> Backend:
     """A back-end by name (``device``, ``null`` or ``file``). ``device`` takes
@@ -381,7 +385,8 @@ def create_backend(kind: str, *, samplerate: int, blocksize: int, channels_in: i
     ``out_channels``, ``hostapi``, ``latency``) and finds the channel counts on the devices;
     ``null`` and ``file`` use ``channels_in``/``channels_out``, and ``file`` reads
     ``input_audio`` (an array ``(channels, frames)`` or a sound file, resampled to
-    ``samplerate``). Remaining keywords go to :class:`AudioPort`."""
+    ``samplerate``). ``samplerate`` None (the device's default rate) works for ``device``
+    only. Remaining keywords go to :class:`AudioPort`."""
     if kind == "device":
         return DeviceBackend(samplerate, blocksize, **options)
     if kind not in KINDS:
@@ -389,6 +394,8 @@ def create_backend(kind: str, *, samplerate: int, blocksize: int, channels_in: i
     for key in _DEVICE_ONLY:
         if options.pop(key, None) is not None:
             raise ValueError(f"{key} applies to the device back-end only, not to {kind!r}")
+    if samplerate is None:
+        raise ValueError(f"the {kind} back-end needs a samplerate (e.g. the model's)")
     if isinstance(input_audio, (str, Path)):
         input_audio = read_input_file(input_audio, samplerate, channels_in)
     port = AudioPort(samplerate, channels_in=channels_in, channels_out=channels_out,

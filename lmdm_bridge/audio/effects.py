@@ -9,7 +9,8 @@ from a ``path`` in the config file only: no OSC message can name a file.
 
 Everything wrong in a description (unknown plugin, unknown parameter, a value of the wrong type
 or out of range, a plugin file that does not load) is a :class:`ValueError` naming the entry
-and the key, raised at start-up. Every numeric parameter is reported by :meth:`EffectChain.
+the way the daemon's TOML spells it (``fx.post[1] (reverb): room_size = 1.5 is out of range
+[0, 1]``), raised at start-up. Every numeric parameter is reported by :meth:`EffectChain.
 describe` as an :class:`~lmdm_bridge.osc.FxPlugin` for the OSC table, and can be changed with
 :meth:`EffectChains.set_param` from any thread; the change is applied by the thread that calls
 :meth:`EffectChain.process`, between two blocks, never inside the audio callback.
@@ -152,10 +153,10 @@ class EffectChain:
         """Queue ``param`` of effect ``index`` (0-based) := ``value``; applied before the next
         :meth:`process`. A :class:`ValueError` names a bad index, parameter or value."""
         if not 0 <= index < len(self.effects):
-            raise ValueError(f"effects.{self.chain}[{index}]: no such effect (the chain has "
+            raise ValueError(f"fx.{self.chain}[{index}]: no such effect (the chain has "
                              f"{len(self.effects)})")
         effect = self.effects[index]
-        where = f"effects.{self.chain}[{index}] ({effect.name})"
+        where = f"fx.{self.chain}[{index}] ({effect.name})"
         if param not in effect.ranges:
             raise ValueError(f"{where}: no controllable parameter {param!r} (known: "
                              f"{', '.join(effect.ranges) or 'none'})")
@@ -276,15 +277,15 @@ def _external(kind: str, entry: Mapping[str, Any], where: str) -> Effect:
 def build_effect(chain: str, index: int, entry: Mapping[str, Any], samplerate: float) -> Effect:
     """One config entry -> :class:`Effect`; ``chain`` and ``index`` only name it in errors."""
     if not isinstance(entry, Mapping) or "plugin" not in entry:
-        raise ValueError(f"effects.{chain}[{index}]: need a table with a 'plugin' key, got "
+        raise ValueError(f"fx.{chain}[{index}]: need a table with a 'plugin' key, got "
                          f"{entry!r}")
     name = str(entry["plugin"])
     key = name.lower() if name.lower() in (*REGISTRY, *EXTERNAL) else _ALIASES.get(name.lower())
-    where = f"effects.{chain}[{index}] ({name})"
+    where = f"fx.{chain}[{index}] ({name})"
     if key is None:
         close = difflib.get_close_matches(name.lower(), [*REGISTRY, *_ALIASES], n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"effects.{chain}[{index}]: unknown plugin {name!r}{hint} (known: "
+        raise ValueError(f"fx.{chain}[{index}]: unknown plugin {name!r}{hint} (known: "
                          f"{', '.join(REGISTRY)}, or vst3/au with a path)")
     if key in EXTERNAL:
         return _external(key, entry, where)
@@ -298,7 +299,7 @@ def build_chain(chain: str, entries: Sequence[Mapping[str, Any]], samplerate: fl
     effects = [build_effect(chain, i, entry, samplerate) for i, entry in enumerate(entries)]
     if safety_limiter:
         low, high = SafetyLimiter.ranges["ceiling_db"]
-        _check_range(f"effects.{chain} safety limiter", "ceiling_db", ceiling_db, (low, high))
+        _check_range(f"fx.{chain} safety limiter", "ceiling_db", ceiling_db, (low, high))
         effects.append(Effect(SafetyLimiter.name, "safety",
                               SafetyLimiter(samplerate, ceiling_db=ceiling_db),
                               dict(SafetyLimiter.ranges)))
