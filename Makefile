@@ -8,8 +8,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 SAT_VERSION := 0.0.20
-# Debian packages the runtime and the tests need (PortAudio for sounddevice).
-DEBIAN_PACKAGES := libportaudio2
+# Debian packages the runtime and the tests need: PortAudio for sounddevice, JACK (dummy
+# driver) for the real-time audio tests.
+DEBIAN_PACKAGES := libportaudio2 jackd2
 STAMP := $(VENV)/.installed
 
 export HF_HUB_OFFLINE := 1
