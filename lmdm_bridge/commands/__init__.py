@@ -8,6 +8,16 @@ side import it inside ``run`` through :func:`lmdm_bridge.cli.require_export_extr
 
 from __future__ import annotations
 
-from lmdm_bridge.commands import bench, devices, export, info, render, run, verify, version
+from lmdm_bridge.commands import (
+    bench,
+    devices,
+    export,
+    info,
+    render,
+    run,
+    serve,
+    verify,
+    version,
+)
 
-COMMANDS = (run, version, devices, info, render, export, verify, bench)
+COMMANDS = (run, serve, version, devices, info, render, export, verify, bench)

@@ -1,0 +1,230 @@
+"""The daemon: three roles with clear ownership.
+
+* the **audio callback** (the back-end's, :mod:`lmdm_bridge.audio`) only copies between the
+  device and two rings, and fades instead of clicking when the output ring runs dry;
+* the **generation worker** (:meth:`Daemon.run`, the calling thread) applies queued controls at
+  block boundaries, keeps ``ahead`` blocks of audio queued in front of playback, and publishes
+  the status;
+* the **OSC server** (its own thread) validates messages and queues controls; it never touches
+  the engine.
+
+Nothing the callback touches is locked by the worker: they share only the lock-free ring.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmdm_bridge.audio import (
+    CaptureRecorder,
+    OutputFeed,
+    WavRecorder,
+    build_chains,
+    create_backend,
+)
+from lmdm_bridge.bundle import Bundle
+from lmdm_bridge.daemon.config import DaemonConfig
+from lmdm_bridge.decode import StreamingDecoder
+from lmdm_bridge.engine import Engine
+from lmdm_bridge.osc import (
+    ControlQueue,
+    Eject,
+    OscConfig,
+    OscServer,
+    Play,
+    Reseed,
+    Reset,
+    SetCfg,
+    SetFx,
+    SetGain,
+    SetPrompt,
+    SetSteps,
+    StatusSnapshot,
+    Stop,
+    SwitchModel,
+    TableSettings,
+    build_table,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Counts:
+    blocks: int = 0
+    last_error: str = ""
+
+
+class Daemon:
+    """Builds every part from a :class:`DaemonConfig` (errors surface here, before anything
+    plays) and runs the generation worker until :meth:`stop`."""
+
+    def __init__(self, config: DaemonConfig, bundle: Path, *, status_stream=None) -> None:
+        self.config = config
+        self.status_stream = status_stream
+        self.bundle = Bundle(bundle)
+        g = self.bundle.geometry
+        self.engine = Engine(self.bundle, method=config.method, steps=config.steps,
+                             cfg_scale=config.cfg, seed=config.seed)
+        self.decoder = StreamingDecoder(self.bundle)
+        audio = config.audio
+        device_options = {}
+        if audio.backend == "device":
+            device_options = dict(input=audio.input, output=audio.output,
+                                  in_channels=audio.in_channels, out_channels=audio.out_channels)
+        self.backend = create_backend(
+            audio.backend, samplerate=audio.samplerate or (None if audio.backend == "device"
+                                                           else g.sample_rate),
+            blocksize=audio.blocksize, channels_in=len(audio.in_channels),
+            channels_out=len(audio.out_channels), input_audio=audio.input_file,
+            **device_options)
+        self.chains = build_chains(list(config.fx.pre), list(config.fx.post),
+                                   samplerate=self.backend.samplerate,
+                                   safety_limiter=config.fx.limiter)
+        self.recorder = (WavRecorder(audio.record, self.backend.samplerate,
+                                     self.backend.channels_out) if audio.record else None)
+        self.input_recorder = (CaptureRecorder(self.backend.port.capture, audio.record_input)
+                               if audio.record_input else None)
+        self.feed = OutputFeed(self.backend.port, g.sample_rate, g.audio_channels,
+                               chain=self.chains.post, recorder=self.recorder)
+        settings = TableSettings.from_manifest(self.bundle.manifest, prompt=config.prompt,
+                                               seed=config.seed)
+        self.status = StatusSnapshot()
+        self.server = OscServer(
+            build_table(self.chains.describe(), settings),
+            OscConfig(host=config.osc.host, port=config.osc.port,
+                      reply_port=config.osc.reply_port, allow=config.osc.allow,
+                      models_dir=Path(config.models_dir) if config.models_dir else None),
+            status=self.status, queue=ControlQueue())
+        self.engine.set_prompt(config.prompt)
+        self.playing = config.autoplay
+        self.counts = Counts()
+        self.stopped = threading.Event()
+        self._rtf = 0.0
+        self._status_at = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def latency_ms(self) -> float:
+        """Input-to-output delay a DAW compensates: device latencies, processing, the decoder's
+        held frames and the audio kept queued ahead."""
+        rate = self.backend.samplerate
+        device_in, device_out = self.backend.latency
+        frames = device_in + device_out + self.feed.latency + self.feed.queued
+        decoder = self.decoder.latency / self.bundle.geometry.sample_rate
+        return 1000.0 * (frames / rate + decoder)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def run(self) -> None:
+        """The generation worker; returns after :meth:`stop` (or the end of a file render)."""
+        self.backend.start()
+        self.server.start()
+        block_seconds = self.bundle.geometry.block_seconds
+        try:
+            while not self.stopped.is_set():
+                self._apply(self.server.controls.drain())
+                if self.playing and self.feed.queued_seconds < self.config.ahead * block_seconds:
+                    self._generate()
+                else:
+                    self.server.controls.wait(timeout=min(0.05, block_seconds / 4))
+                self._publish()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.server.close()
+        self.backend.stop()
+        for recorder in (self.recorder, self.input_recorder):
+            if recorder is not None:
+                recorder.close()
+
+    # -- worker ------------------------------------------------------------------------------
+
+    def _generate(self) -> None:
+        start = time.perf_counter()
+        try:
+            audio = self.decoder.push(self.engine.next_block())
+        except Exception as exc:  # one failed block must not stop the music for good
+            self.counts.last_error = f"generation failed: {exc}"
+            log.exception("generation failed")
+            self.stopped.wait(0.5)
+            return
+        self.feed.push(audio)
+        seconds = time.perf_counter() - start
+        self._rtf = self.bundle.geometry.block_seconds / max(seconds, 1e-9)
+        self.counts.blocks += 1
+        self.server.notify_block(self.counts.blocks, self._rtf)
+
+    def _apply(self, controls: list) -> None:
+        for control in controls:
+            try:
+                self._apply_one(control)
+            except (ValueError, RuntimeError) as exc:
+                self.counts.last_error = f"{type(control).__name__}: {exc}"
+                log.warning("control %s failed: %s", control, exc)
+
+    def _apply_one(self, control) -> None:
+        if isinstance(control, Play):
+            self.playing = True
+        elif isinstance(control, Stop):
+            self.playing = False
+            self.feed.cut()
+        elif isinstance(control, Reset):
+            self.feed.cut()
+            self.engine.reset()
+            self.decoder.reset()
+        elif isinstance(control, SetPrompt):
+            self.engine.set_prompt(control.prompt)
+        elif isinstance(control, SetCfg):
+            self.engine.set_cfg(control.scale)
+        elif isinstance(control, SetSteps):
+            self.engine.set_steps(control.steps)
+        elif isinstance(control, Reseed):
+            self.engine.reseed(control.seed)
+        elif isinstance(control, Eject):
+            self.engine.eject(control.frames)
+        elif isinstance(control, SetGain):
+            self.backend.port.set_gain_db(control.db)
+        elif isinstance(control, SetFx):
+            self.chains.set_param(control.chain, control.index, control.param, control.value)
+        elif isinstance(control, SwitchModel):
+            raise RuntimeError("switching models while playing arrives with a later version; "
+                               "restart serve with --bundle")
+
+    def _publish(self) -> None:
+        now = time.monotonic()
+        if now - self._status_at < 0.25:
+            return
+        self._status_at = now
+        stats = self.backend.port.stats()
+        prompt = self.engine.prompt
+        text = " + ".join(p for p, _ in prompt) if prompt else ""
+        state = "playing" if self.playing else "stopped"
+        self.status.update(state=state, prompt=text, rtf=self._rtf, blocks=self.counts.blocks,
+                           ahead=self.feed.queued_seconds, underruns=stats["underruns"],
+                           xruns=stats["xruns"], latency=self.latency_ms,
+                           error=self.counts.last_error)
+        if self.status_stream is not None:
+            line = (f"\r[{state}] {text[:40]!r} rtf {self._rtf:5.2f} blocks "
+                    f"{self.counts.blocks} queue {self.feed.queued_seconds:4.1f}s underruns "
+                    f"{stats['underruns']} xruns {stats['xruns']}"
+                    + (f" | {self.counts.last_error[:40]}" if self.counts.last_error else ""))
+            self.status_stream.write(line.ljust(118)[:118])
+            self.status_stream.flush()
+
+
+def _is_tty(stream) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def status_stream_for(stream=sys.stderr):
+    """The live status line goes to a terminal only."""
+    return stream if _is_tty(stream) else None
