@@ -3,8 +3,9 @@ only an editable install) contains it."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"lmdm_bridge": ROOT / "lmdm_bridge", "lmdm_export": ROOT / "export"}
