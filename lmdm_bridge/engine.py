@@ -83,7 +83,10 @@ class Engine:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}: use one of {sorted(METHODS)}")
         for role in METHODS[self.method]:
-            m.graph(role)  # a missing graph fails here, not at the first block
+            # Load every graph the loop needs now: a missing or broken graph fails here, and no
+            # session is created mid-stream (loading the fused graph at the second block would
+            # stall playback for seconds on a large model).
+            self.bundle.session(role)
         self.set_steps(m.sampler.steps if steps is None else steps)
         self.sampler = sampler or m.sampler.name
         if self.sampler not in SAMPLERS:
