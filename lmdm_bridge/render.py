@@ -73,9 +73,7 @@ class Progress:
 
 
 def _apply(engine: Engine, event: Event) -> None:
-    if event.kind == "prompt":
-        engine.set_prompt(event.value)
-    elif event.kind == "prompts":
+    if event.kind in ("prompt", "prompts"):
         engine.set_prompt(event.value)
     elif event.kind == "cfg":
         engine.set_cfg(event.value)
