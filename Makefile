@@ -9,8 +9,9 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 SAT_VERSION := 0.0.20
 # Debian packages the runtime and the tests need: PortAudio for sounddevice, JACK (dummy
-# driver) for the real-time audio tests.
-DEBIAN_PACKAGES := libportaudio2 jackd2
+# driver) for the real-time audio tests, fluidsynth with a GM soundfont and the CC0
+# sonic-pi-samples for the data pipeline (lmdm-bridge data, tests/test_data.py).
+DEBIAN_PACKAGES := libportaudio2 jackd2 fluidsynth fluid-soundfont-gm sonic-pi-samples
 STAMP := $(VENV)/.installed
 
 export HF_HUB_OFFLINE := 1
