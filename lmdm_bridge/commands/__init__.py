@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from lmdm_bridge.commands import (
     bench,
+    data,
     devices,
     export,
     info,
@@ -20,4 +21,4 @@ from lmdm_bridge.commands import (
     version,
 )
 
-COMMANDS = (run, serve, version, devices, info, render, export, verify, bench)
+COMMANDS = (run, serve, version, devices, info, render, export, verify, bench, data)
