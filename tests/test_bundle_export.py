@@ -92,11 +92,21 @@ def test_manifest_describes_the_onnx_files_exactly(bundle):
 
 
 def test_dit_weights_are_stored_once(bundle, tiny_model):
-    dit_bytes = sum(p.numel() * 4 for p in tiny_model.dit.parameters())
+    """The six DiT graphs reference the same tensors; weights.bin holds them once. Without the
+    de-duplication the file would be at least as large as everything the graphs reference."""
+    manifest = read_manifest(bundle)
+    referenced = 0
+    for spec in manifest.graphs.values():
+        model = onnx.load(str(bundle / spec.file), load_external_data=False)
+        for tensor in model.graph.initializer:
+            info = {e.key: e.value for e in tensor.external_data}
+            referenced += int(info.get("length", 0))
     size = (bundle / "weights.bin").stat().st_size
-    # Six DiT graphs share one copy; the text encoder dominates the rest.
-    text_bytes = (bundle / "weights.bin").stat().st_size - dit_bytes
-    assert size < 3 * dit_bytes + text_bytes
+    large = sum(p.numel() * 4 for p in tiny_model.dit.parameters() if p.numel() * 4 >= 1024)
+    # Without de-duplication the difference would be <= 0. Six graphs share the DiT, but not
+    # every graph uses every weight (the prefill has no time token or output projection) and
+    # the exporter stores some weights transposed per graph: about 3.9 copies are saved on tiny.
+    assert referenced - size >= 3 * large, (referenced, size, large)
 
 
 def test_export_refuses_to_overwrite_without_force(tiny_model, bundle):
