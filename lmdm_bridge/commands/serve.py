@@ -91,7 +91,8 @@ def serve(config, bundle: Path, duration: float | None = None) -> int:
         blocks = int(-(-duration // block))
         threading.Thread(target=_stop_after, args=(daemon, blocks), daemon=True).start()
     host, port = daemon.server.address
-    print(f"lmdm-bridge serve: {bundle} on {config.audio.backend} audio at "
+    print(f"lmdm-bridge serve: {bundle} (warmed up in {daemon.model.warmup_seconds:.1f} s) on "
+          f"{config.audio.backend} audio at "
           f"{daemon.backend.samplerate} Hz; OSC on {host}:{port}, replies to port "
           f"{config.osc.reply_port}; {'playing' if daemon.playing else 'send /lmdm/play'}",
           file=sys.stderr, flush=True)

@@ -13,6 +13,7 @@ Nothing the callback touches is locked by the worker: they share only the lock-f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -27,10 +28,10 @@ from lmdm_bridge.audio import (
     build_chains,
     create_backend,
 )
-from lmdm_bridge.bundle import Bundle
 from lmdm_bridge.daemon.config import DaemonConfig
-from lmdm_bridge.decode import StreamingDecoder
-from lmdm_bridge.engine import Engine
+from lmdm_bridge.daemon.loader import LoadFailed, ModelLoader
+from lmdm_bridge.daemon.model import Model, load_model
+from lmdm_bridge.manifest import read_manifest
 from lmdm_bridge.osc import (
     ControlQueue,
     Eject,
@@ -61,52 +62,114 @@ class Counts:
 
 
 class Daemon:
-    """Builds every part from a :class:`DaemonConfig` (errors surface here, before anything
-    plays) and runs the generation worker until :meth:`stop`."""
+    """Builds every part from a :class:`DaemonConfig` and runs the generation worker until
+    :meth:`stop`.
+
+    Construction is the start-up check: the audio devices are resolved (no stream opened yet),
+    the effect chains are built (an unknown plugin or parameter is a named ``ValueError``), the
+    model is loaded and warmed up (:func:`~lmdm_bridge.daemon.model.warm_up`), then the OSC
+    port is bound and the recordings are created. Whatever fails, what was opened before it is
+    closed again: a daemon that did not start leaves no bound port, no thread and no recording
+    behind.
+    Once constructed, the daemon is ready: the first block it plays costs a steady block's time.
+    """
 
     def __init__(self, config: DaemonConfig, bundle: Path, *, status_stream=None) -> None:
         self.config = config
         self.status_stream = status_stream
-        self.bundle = Bundle(bundle)
-        g = self.bundle.geometry
-        self.engine = Engine(self.bundle, method=config.method, steps=config.steps,
-                             cfg_scale=config.cfg, seed=config.seed)
-        self.decoder = StreamingDecoder(self.bundle)
         audio = config.audio
         device_options = {}
         if audio.backend == "device":
             device_options = dict(input=audio.input, output=audio.output,
                                   in_channels=audio.in_channels, out_channels=audio.out_channels)
+        # The model's rate is the default of the clocked back-ends; read it from the manifest
+        # without loading any graph, so that the cheap checks (devices, chains) fail first.
+        geometry = read_manifest(Path(bundle), check_files=False).geometry
         self.backend = create_backend(
             audio.backend, samplerate=audio.samplerate or (None if audio.backend == "device"
-                                                           else g.sample_rate),
+                                                           else geometry.sample_rate),
             blocksize=audio.blocksize, channels_in=len(audio.in_channels),
             channels_out=len(audio.out_channels), input_audio=audio.input_file,
             **device_options)
         self.chains = build_chains(list(config.fx.pre), list(config.fx.post),
                                    samplerate=self.backend.samplerate,
                                    safety_limiter=config.fx.limiter)
-        self.recorder = (WavRecorder(audio.record, self.backend.samplerate,
-                                     self.backend.channels_out) if audio.record else None)
-        self.input_recorder = (CaptureRecorder(self.backend.port.capture, audio.record_input)
-                               if audio.record_input else None)
-        self.feed = OutputFeed(self.backend.port, g.sample_rate, g.audio_channels,
-                               chain=self.chains.post, recorder=self.recorder)
-        settings = TableSettings.from_manifest(self.bundle.manifest, prompt=config.prompt,
-                                               seed=config.seed)
-        self.status = StatusSnapshot()
-        self.server = OscServer(
-            build_table(self.chains.describe(), settings),
-            OscConfig(host=config.osc.host, port=config.osc.port,
-                      reply_port=config.osc.reply_port, allow=config.osc.allow,
-                      models_dir=Path(config.models_dir) if config.models_dir else None),
-            status=self.status, queue=ControlQueue())
-        self.engine.set_prompt(config.prompt)
+        # Sampler settings the user chose (config or OSC); None follows the bundle's manifest,
+        # also after a model switch.
+        self._chosen: dict[str, float | int | None] = {"steps": config.steps, "cfg": config.cfg}
+        self.model = load_model(bundle, config.prompt, method=config.method,
+                                steps=config.steps, cfg=config.cfg, seed=config.seed)
+        self.loader = ModelLoader(self._load)
+        self.status = StatusSnapshot(model=self.model.name)
+        self.feed = self._feed(recorder=None)  # checks the channel mapping
+        with contextlib.ExitStack() as opened:
+            self.server = OscServer(
+                self._table(),
+                OscConfig(host=config.osc.host, port=config.osc.port,
+                          reply_port=config.osc.reply_port, allow=config.osc.allow,
+                          models_dir=Path(config.models_dir) if config.models_dir else None),
+                status=self.status, queue=ControlQueue())
+            opened.callback(self.server.close)
+            self.recorder = (WavRecorder(audio.record, self.backend.samplerate,
+                                         self.backend.channels_out) if audio.record else None)
+            if self.recorder is not None:
+                opened.callback(_discard, self.recorder)
+            self.input_recorder = (CaptureRecorder(self.backend.port.capture, audio.record_input)
+                                   if audio.record_input else None)
+            opened.pop_all()  # everything started: close() owns it from here
+        self.feed.recorder = self.recorder
         self.playing = config.autoplay
         self.counts = Counts()
         self.stopped = threading.Event()
         self._rtf = 0.0
         self._status_at = 0.0
+
+    # -- the model ---------------------------------------------------------------------------
+
+    @property
+    def bundle(self):
+        return self.model.bundle
+
+    @property
+    def engine(self):
+        return self.model.engine
+
+    @property
+    def decoder(self):
+        return self.model.decoder
+
+    def _feed(self, recorder) -> OutputFeed:
+        g = self.bundle.geometry
+        return OutputFeed(self.backend.port, g.sample_rate, g.audio_channels,
+                          chain=self.chains.post, recorder=recorder)
+
+    def _table(self):
+        prompt = self.engine.prompt
+        text = prompt[0][0] if prompt and len(prompt) == 1 else self.config.prompt
+        settings = TableSettings.from_manifest(self.bundle.manifest, prompt=text,
+                                               seed=self.engine.seed)
+        return build_table(self.chains.describe(), settings)
+
+    def _load(self, path: Path) -> Model:
+        """The loader's job (its own thread): the new bundle with the prompt, seed and chosen
+        settings of the one playing now."""
+        return load_model(path, self.engine.prompt or self.config.prompt,
+                          method=self.config.method, steps=self._chosen["steps"],
+                          cfg=self._chosen["cfg"], seed=self.engine.seed)
+
+    def _swap(self, model: Model) -> None:
+        """Play ``model`` from the next block on. The queued audio of the old one fades out
+        (as on reset) and the new stream starts at its first block; the OSC table follows the
+        new bundle's defaults."""
+        old = self.bundle.geometry
+        self.feed.cut()
+        self.model = model
+        g = model.bundle.geometry
+        if (g.sample_rate, g.audio_channels) != (old.sample_rate, old.audio_channels):
+            self.feed = self._feed(self.recorder)
+        self.server.table = self._table()
+        self.status.update(model=model.name)
+        log.info("playing model %r (warmed up in %.1f s)", model.name, model.warmup_seconds)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -131,6 +194,7 @@ class Daemon:
         try:
             while not self.stopped.is_set():
                 self._apply(self.server.controls.drain())
+                self._take_loaded()
                 if self.playing and self.feed.queued_seconds < self.config.ahead * block_seconds:
                     self._generate()
                 else:
@@ -163,6 +227,13 @@ class Daemon:
         self.counts.blocks += 1
         self.server.notify_block(self.counts.blocks, self._rtf)
 
+    def _take_loaded(self) -> None:
+        loaded = self.loader.take()
+        if isinstance(loaded, LoadFailed):
+            self.counts.last_error = f"model {loaded.name!r}: {loaded.reason}"
+        elif loaded is not None:
+            self._swap(loaded)
+
     def _apply(self, controls: list) -> None:
         for control in controls:
             try:
@@ -185,8 +256,10 @@ class Daemon:
             self.engine.set_prompt(control.prompt)
         elif isinstance(control, SetCfg):
             self.engine.set_cfg(control.scale)
+            self._chosen["cfg"] = control.scale
         elif isinstance(control, SetSteps):
             self.engine.set_steps(control.steps)
+            self._chosen["steps"] = control.steps
         elif isinstance(control, Reseed):
             self.engine.reseed(control.seed)
         elif isinstance(control, Eject):
@@ -196,8 +269,7 @@ class Daemon:
         elif isinstance(control, SetFx):
             self.chains.set_param(control.chain, control.index, control.param, control.value)
         elif isinstance(control, SwitchModel):
-            raise RuntimeError("switching models while playing arrives with a later version; "
-                               "restart serve with --bundle")
+            self.loader.request(control.name, control.path)
 
     def _publish(self) -> None:
         now = time.monotonic()
@@ -207,7 +279,8 @@ class Daemon:
         stats = self.backend.port.stats()
         prompt = self.engine.prompt
         text = " + ".join(p for p, _ in prompt) if prompt else ""
-        state = "playing" if self.playing else "stopped"
+        state = ("loading" if self.loader.busy else "playing" if self.playing
+                 else "stopped")
         self.status.update(state=state, prompt=text, rtf=self._rtf, blocks=self.counts.blocks,
                            ahead=self.feed.queued_seconds, underruns=stats["underruns"],
                            xruns=stats["xruns"], latency=self.latency_ms,
@@ -219,6 +292,12 @@ class Daemon:
                     + (f" | {self.counts.last_error[:40]}" if self.counts.last_error else ""))
             self.status_stream.write(line.ljust(118)[:118])
             self.status_stream.flush()
+
+
+def _discard(recorder: WavRecorder) -> None:
+    """Undo a recording that was created by a start that then failed."""
+    recorder.close()
+    recorder.path.unlink(missing_ok=True)
 
 
 def _is_tty(stream) -> bool:
