@@ -17,8 +17,9 @@ from lmdm_bridge.commands import (
     render,
     run,
     serve,
+    train,
     verify,
     version,
 )
 
-COMMANDS = (run, serve, version, devices, info, render, export, verify, bench, data)
+COMMANDS = (run, serve, version, devices, info, render, export, verify, bench, data, train)

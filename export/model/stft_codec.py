@@ -1,0 +1,265 @@
+"""A small STFT-domain VAE codec for CPU-trained default models (Vocos-style decoder).
+
+The Oobleck VAE upsamples 2048x in the time domain, which is most of its cost. This codec works
+on STFT frames instead: the encoder reads log-magnitudes, the decoder predicts log-magnitude and
+phase per frame and an inverse STFT turns them into audio, so the expensive part runs at the frame
+rate (86 frames/s at 22.05 kHz, hop 256) rather than the sample rate.
+
+Both transforms are convolutions with fixed DFT bases (``stft_basis``), so they export to plain
+ONNX (Conv / ConvTranspose) and stream: the STFT pads ``(n_fft - hop) / 2`` zeros per side and
+the inverse trims as many, giving exactly ``N / hop`` frames for N samples and back.
+
+Latents are normalised per channel (``latent_mean`` / ``latent_std`` buffers, set from data after
+training by :meth:`StftCodec.set_latent_stats`) so the diffusion model sees roughly unit-variance
+inputs; ``encode`` returns normalised latents and ``decode`` expects them.
+
+Shapes: audio (B, audio_channels, N), latents (B, latent_dim, N / downsampling_ratio).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmdm_export.model.autoencoder import VAEBottleneck
+
+
+@dataclass(frozen=True)
+class StftCodecConfig:
+    """Geometry of the STFT codec. ``downsamples`` stride-2 stages sit between the frame rate and
+    the latent rate, so ``downsampling_ratio = hop * 2 ** downsamples``."""
+
+    audio_channels: int = 1
+    sample_rate: int = 22050
+    latent_dim: int = 32
+    n_fft: int = 1024
+    hop: int = 256
+    downsamples: int = 2
+    encoder_width: int = 256
+    encoder_blocks: int = 2
+    decoder_width: int = 320
+    decoder_latent_blocks: int = 2
+    decoder_frame_blocks: int = 6
+    kernel: int = 7
+
+    def __post_init__(self) -> None:
+        for name in ("audio_channels", "sample_rate", "latent_dim", "n_fft", "hop",
+                     "encoder_width", "decoder_width", "kernel"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"StftCodecConfig.{name} must be a positive int, got {value!r}")
+        if self.n_fft % self.hop or (self.n_fft - self.hop) % 2:
+            raise ValueError(f"StftCodecConfig: n_fft {self.n_fft} must be a multiple of hop "
+                             f"{self.hop} with an even difference (symmetric padding)")
+        if self.kernel % 2 == 0:
+            raise ValueError(f"StftCodecConfig.kernel must be odd, got {self.kernel}")
+
+    @property
+    def downsampling_ratio(self) -> int:
+        """Audio samples per latent frame (1024 with the defaults: 21.5 frames/s at 22.05 kHz)."""
+        return self.hop * 2 ** self.downsamples
+
+    @property
+    def bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+
+def stft_basis(n_fft: int) -> tuple[Tensor, Tensor]:
+    """Hann-windowed DFT bases ``(analysis, synthesis)``, each (2 * bins, 1, n_fft).
+
+    Analysis rows are ``w[n] cos(2 pi k n / N)`` and ``-w[n] sin(...)`` (real, imaginary part);
+    synthesis rows are the inverse real DFT (Hermitian weights 1, 2, ..., 2, 1 over N) times the
+    synthesis window, so overlap-add divided by the summed squared window inverts the analysis.
+    """
+    bins = n_fft // 2 + 1
+    n = torch.arange(n_fft, dtype=torch.float64)
+    k = torch.arange(bins, dtype=torch.float64)[:, None]
+    window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+    angle = 2 * math.pi * k * n / n_fft
+    analysis = torch.cat((torch.cos(angle) * window, -torch.sin(angle) * window))
+    weight = torch.full((bins, 1), 2.0, dtype=torch.float64)
+    weight[0] = weight[-1] = 1.0
+    synthesis = torch.cat((torch.cos(angle), -torch.sin(angle))) * torch.cat((weight, weight))
+    synthesis = synthesis * window / n_fft
+    return analysis.float()[:, None], synthesis.float()[:, None]
+
+
+def _exporting() -> bool:
+    """ONNX export takes the convolution form of the transforms (plain Conv/ConvTranspose ops);
+    training and torch inference take the FFT form. Both compute the same numbers."""
+    return torch.onnx.is_in_onnx_export()
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv (kernel k) -> LayerNorm -> Linear x3 -> GELU -> Linear, residual, with a
+    learned per-channel scale initialised small so a deep stack starts near identity."""
+
+    def __init__(self, width: int, kernel: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv1d(width, width, kernel, padding=kernel // 2, groups=width)
+        self.norm = nn.LayerNorm(width)
+        self.pw1 = nn.Linear(width, 3 * width)
+        self.pw2 = nn.Linear(3 * width, width)
+        self.gamma = nn.Parameter(torch.full((width,), 0.1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, width, T) -> (B, width, T)."""
+        h = self.dwconv(x).transpose(1, 2)
+        h = self.pw2(F.gelu(self.pw1(self.norm(h))))
+        return x + (self.gamma * h).transpose(1, 2)
+
+
+class StftEncoder(nn.Module):
+    """Log-magnitude STFT (B, bins, N / hop) -> (B, 2 * latent_dim, N / ratio): mean and scale."""
+
+    def __init__(self, cfg: StftCodecConfig) -> None:
+        super().__init__()
+        w = cfg.encoder_width
+        self.embed = nn.Conv1d(cfg.bins * cfg.audio_channels, w, cfg.kernel,
+                               padding=cfg.kernel // 2)
+        self.stages = nn.ModuleList(
+            nn.Sequential(*(ConvNeXtBlock(w, cfg.kernel) for _ in range(cfg.encoder_blocks)))
+            for _ in range(cfg.downsamples + 1))
+        self.downs = nn.ModuleList(nn.Conv1d(w, w, 4, stride=2, padding=1)
+                                   for _ in range(cfg.downsamples))
+        self.norm = nn.LayerNorm(w)
+        self.out = nn.Conv1d(w, 2 * cfg.latent_dim, 1)
+
+    def forward(self, logmag: Tensor) -> Tensor:
+        h = self.embed(logmag)
+        for i, stage in enumerate(self.stages):
+            h = stage(h)
+            if i < len(self.downs):
+                h = self.downs[i](h)
+        return self.out(self.norm(h.transpose(1, 2)).transpose(1, 2))
+
+
+class StftDecoder(nn.Module):
+    """Latents (B, latent_dim, T) -> (log-magnitude, phase), each (B, channels * bins, T * 2^d)."""
+
+    def __init__(self, cfg: StftCodecConfig) -> None:
+        super().__init__()
+        w = cfg.decoder_width
+        self.embed = nn.Conv1d(cfg.latent_dim, w, cfg.kernel, padding=cfg.kernel // 2)
+        self.latent_blocks = nn.Sequential(
+            *(ConvNeXtBlock(w, cfg.kernel) for _ in range(cfg.decoder_latent_blocks)))
+        self.ups = nn.ModuleList(nn.ConvTranspose1d(w, w, 4, stride=2, padding=1)
+                                 for _ in range(cfg.downsamples))
+        self.frame_blocks = nn.Sequential(
+            *(ConvNeXtBlock(w, cfg.kernel) for _ in range(cfg.decoder_frame_blocks)))
+        self.norm = nn.LayerNorm(w)
+        self.head = nn.Linear(w, 2 * cfg.bins * cfg.audio_channels)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.latent_blocks(self.embed(z))
+        for up in self.ups:
+            h = up(h)
+        h = self.frame_blocks(h)
+        out = self.head(self.norm(h.transpose(1, 2))).transpose(1, 2)
+        logmag, phase = out.chunk(2, dim=1)
+        return logmag, phase
+
+
+class StftCodec(nn.Module):
+    """Encoder + Gaussian bottleneck + decoder with the same interface as the Oobleck VAE."""
+
+    # Log-magnitudes are clamped from below so silence has a finite, learnable encoding.
+    LOG_FLOOR = 1e-5
+    # exp() of the predicted log-magnitude is capped: an untrained or extrapolating decoder must
+    # not emit inf, which the streaming crossfade would spread over a whole block.
+    LOG_CEIL = 6.0
+
+    def __init__(self, config: StftCodecConfig) -> None:
+        super().__init__()
+        self.config = config
+        analysis, synthesis = stft_basis(config.n_fft)
+        self.register_buffer("analysis", analysis, persistent=False)
+        self.register_buffer("synthesis", synthesis, persistent=False)
+        self.register_buffer("window_sq", torch.hann_window(config.n_fft)[None, None] ** 2,
+                             persistent=False)
+        self.register_buffer("latent_mean", torch.zeros(config.latent_dim))
+        self.register_buffer("latent_std", torch.ones(config.latent_dim))
+        self.encoder = StftEncoder(config)
+        self.bottleneck = VAEBottleneck()
+        self.decoder = StftDecoder(config)
+
+    @property
+    def pad(self) -> int:
+        return (self.config.n_fft - self.config.hop) // 2
+
+    def spectrum(self, audio: Tensor) -> tuple[Tensor, Tensor]:
+        """Audio (B, C, N) -> real and imaginary STFT parts, each (B, C, bins, N / hop)."""
+        b, c, n = audio.shape
+        x = F.pad(audio.reshape(b * c, 1, n), (self.pad, self.pad))
+        if _exporting():
+            re, im = F.conv1d(x, self.analysis, stride=self.config.hop).chunk(2, dim=1)
+        else:  # the same transform by FFT: 5x cheaper to train through
+            spec = torch.stft(x[:, 0], self.config.n_fft, self.config.hop,
+                              window=self.window_sq.sqrt()[0, 0], center=False,
+                              return_complex=True)
+            re, im = spec.real, spec.imag
+        return re.reshape(b, c, *re.shape[1:]), im.reshape(b, c, *im.shape[1:])
+
+    def log_magnitude(self, audio: Tensor) -> Tensor:
+        """Audio (B, C, N) -> log-magnitude (B, C * bins, N / hop)."""
+        re, im = self.spectrum(audio)
+        mag = torch.sqrt(re * re + im * im + self.LOG_FLOOR ** 2)
+        return torch.log(mag).flatten(1, 2)
+
+    def inverse(self, logmag: Tensor, phase: Tensor) -> Tensor:
+        """(B, C * bins, F) log-magnitude and phase -> audio (B, C, F * hop)."""
+        cfg = self.config
+        b, _, frames = logmag.shape
+        mag = torch.exp(logmag.clamp(max=self.LOG_CEIL))
+        re, im = mag * torch.cos(phase), mag * torch.sin(phase)
+        re = re.reshape(b * cfg.audio_channels, cfg.bins, frames)
+        im = im.reshape(b * cfg.audio_channels, cfg.bins, frames)
+        if _exporting():
+            y = F.conv_transpose1d(torch.cat((re, im), dim=1), self.synthesis, stride=cfg.hop)
+        else:  # inverse real FFT per frame, windowed, then overlap-add: the same as the basis
+            segments = torch.fft.irfft(torch.complex(re, im), n=cfg.n_fft, dim=1)
+            segments = segments * self.window_sq.sqrt()[0, 0, :, None]
+            y = F.fold(segments, output_size=(1, (frames - 1) * cfg.hop + cfg.n_fft),
+                       kernel_size=(1, cfg.n_fft), stride=(1, cfg.hop))[:, 0]
+        env = F.conv_transpose1d(torch.ones(1, 1, frames, dtype=y.dtype, device=y.device),
+                                 self.window_sq, stride=cfg.hop)
+        y = (y / env.clamp(min=1e-3))[..., self.pad:self.pad + frames * cfg.hop]
+        return y.reshape(b, cfg.audio_channels, frames * cfg.hop)
+
+    def encode_with_kl(self, audio: Tensor, *, sample: bool = True,
+                       generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Audio (B, C, N) -> (normalised latents (B, D, N / ratio), scalar KL)."""
+        self._check_audio(audio)
+        z, kl = self.bottleneck(self.encoder(self.log_magnitude(audio)), sample=sample,
+                                generator=generator)
+        return (z - self.latent_mean[:, None]) / self.latent_std[:, None], kl
+
+    def encode(self, audio: Tensor, *, sample: bool = True,
+               generator: torch.Generator | None = None) -> Tensor:
+        return self.encode_with_kl(audio, sample=sample, generator=generator)[0]
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Normalised latents (B, D, T) -> audio (B, C, T * downsampling_ratio)."""
+        if latents.ndim != 3 or latents.shape[1] != self.config.latent_dim:
+            raise ValueError(f"latents must be (B, {self.config.latent_dim}, T), "
+                             f"got {tuple(latents.shape)}")
+        z = latents * self.latent_std[:, None] + self.latent_mean[:, None]
+        return self.inverse(*self.decoder(z))
+
+    def set_latent_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Fold per-channel statistics of raw latents (D,) into the normalisation."""
+        self.latent_mean.copy_(mean)
+        self.latent_std.copy_(std.clamp(min=1e-4))
+
+    def _check_audio(self, audio: Tensor) -> None:
+        cfg = self.config
+        if audio.ndim != 3 or audio.shape[1] != cfg.audio_channels:
+            raise ValueError(f"audio must be (B, {cfg.audio_channels}, N), "
+                             f"got {tuple(audio.shape)}")
+        if audio.shape[-1] % cfg.downsampling_ratio:
+            raise ValueError(f"audio length {audio.shape[-1]} is not a multiple of the "
+                             f"downsampling ratio {cfg.downsampling_ratio}; pad it first")
