@@ -235,8 +235,9 @@ def _builtin(key: str, entry: Mapping[str, Any], where: str, samplerate: float) 
             setattr(plugin, param, getattr(type(plugin).Mode, value))
             continue
         if param not in ranges:
-            known = ", ".join([*ranges, *spec.choices])
-            raise ValueError(f"{where}: unknown parameter {param!r} (known: {known})")
+            known = [*ranges, *spec.choices]
+            raise ValueError(f"{where}: unknown parameter {param!r}{_did_you_mean(param, known)}"
+                             f" (known: {', '.join(known)})")
         _check_range(where, param, value, ranges[param])
         values[param] = float(value)
     for param, value in values.items():
@@ -263,7 +264,8 @@ def _external(kind: str, entry: Mapping[str, Any], where: str) -> Effect:
         if param in _RESERVED:
             continue
         if param not in plugin.parameters:
-            raise ValueError(f"{where}: unknown parameter {param!r} (the plugin has: "
+            raise ValueError(f"{where}: unknown parameter {param!r}"
+                             f"{_did_you_mean(param, list(plugin.parameters))} (the plugin has: "
                              f"{', '.join(plugin.parameters)})")
         if param in ranges:
             _check_range(where, param, value, ranges[param])
@@ -283,13 +285,19 @@ def build_effect(chain: str, index: int, entry: Mapping[str, Any], samplerate: f
     key = name.lower() if name.lower() in (*REGISTRY, *EXTERNAL) else _ALIASES.get(name.lower())
     where = f"fx.{chain}[{index}] ({name})"
     if key is None:
-        close = difflib.get_close_matches(name.lower(), [*REGISTRY, *_ALIASES], n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        hint = _did_you_mean(name.lower(), [*REGISTRY, *_ALIASES])
         raise ValueError(f"fx.{chain}[{index}]: unknown plugin {name!r}{hint} (known: "
                          f"{', '.join(REGISTRY)}, or vst3/au with a path)")
     if key in EXTERNAL:
         return _external(key, entry, where)
     return _builtin(key, entry, where, samplerate)
+
+
+def _did_you_mean(word: str, known: Sequence[str]) -> str:
+    """``"; did you mean room_size?"`` for the closest known spellings, each named once (a
+    registry key and its pedalboard alias often coincide), or ``""``."""
+    close = dict.fromkeys(difflib.get_close_matches(word, known, n=3))
+    return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
 def build_chain(chain: str, entries: Sequence[Mapping[str, Any]], samplerate: float, *,
