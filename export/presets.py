@@ -13,6 +13,7 @@ from lmdm_export.model.autoencoder import oobleck_preset
 from lmdm_export.model.conditioners import minilm_conditioning
 from lmdm_export.model.config import DiTConfig, StreamConfig, inpaint_group
 from lmdm_export.model.lmdm import ModelConfig
+from lmdm_export.model.stft_codec import StftCodecConfig
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,48 @@ def _tiny() -> ModelPreset:
                            stream=StreamConfig(context_frames=16, block_frames=4)))
 
 
-PRESETS = {"sao-small": _sao_small, "tiny": _tiny}
+@dataclass(frozen=True)
+class DefaultGeometry:
+    """The sizes of the CPU-trained default model family (training configs may change them)."""
+
+    width: int = 256
+    depth: int = 6
+    heads: int = 4
+    cond_dim: int = 256
+    prompt_tokens: int = 32
+    context_frames: int = 144
+    block_frames: int = 48
+
+
+def default_model_config(geometry: DefaultGeometry = DefaultGeometry(), *,
+                         streaming: bool = True, pattern: str = "block-causal",
+                         codec: StftCodecConfig = StftCodecConfig()) -> ModelConfig:
+    """The CPU-trained default model: 22.05 kHz mono STFT codec (32 latent channels, 1024x,
+    21.5 frames/s), a 6-layer DiT of width 256 with MiniLM prompts, window 144 + 48 frames
+    (6.7 s + 2.2 s). ``streaming=False`` gives its base model (no input-add groups, no stream).
+
+    New controls (accompaniment, sketch) are added later as input-add groups by fine-tuning:
+    their columns are appended, zero-initialised, to ``to_input_add_embed``, so the base
+    and LMDM stages need not be repeated."""
+    g, io = geometry, codec.latent_dim
+    dit = DiTConfig(io_channels=io, embed_dim=g.width, depth=g.depth, num_heads=g.heads,
+                    cond_token_dim=g.cond_dim, global_cond_dim=g.cond_dim,
+                    input_add_groups=(inpaint_group(io),) if streaming else ())
+    stream = StreamConfig(pattern=pattern, context_frames=g.context_frames,
+                          block_frames=g.block_frames)
+    return ModelConfig(dit=dit, conditioning=minilm_conditioning(g.cond_dim, g.prompt_tokens),
+                       autoencoder=codec, stream=stream if streaming else None)
+
+
+def _default() -> ModelPreset:
+    return ModelPreset(
+        name="default",
+        description="the embedded default model's geometry: STFT codec at 22.05 kHz mono "
+                    "(32 latent channels, 1024x), 6 layers of width 256, window 144 + 48 frames",
+        config=default_model_config())
+
+
+PRESETS = {"sao-small": _sao_small, "tiny": _tiny, "default": _default}
 
 
 def get_preset(name: str) -> ModelPreset:

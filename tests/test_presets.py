@@ -38,7 +38,13 @@ def test_sao_small_preset_streams_audio():
     assert dit_params == pytest.approx(340.9e6 + 65 * 1024, rel=2e-3)
 
 
+def test_default_preset_streams_audio():
+    model = _run("default", steps=2)
+    dit_params = sum(p.numel() for p in model.dit.parameters())
+    assert 5e6 < dit_params < 10e6  # small enough for real-time on 2 CPU cores
+
+
 def test_unknown_preset_names_the_choices():
     with pytest.raises(KeyError, match="sao-small"):
         get_preset("huge")
-    assert set(PRESETS) == {"tiny", "sao-small"}
+    assert set(PRESETS) == {"tiny", "sao-small", "default"}

@@ -1,4 +1,5 @@
-"""Glue for ``lmdm-bridge data render --config FILE --out DIR [--limit N]``.
+"""Glue for ``lmdm-bridge data render --config FILE --out DIR [--limit N]`` and
+``lmdm-bridge data encode --codec FILE --corpus DIR --out DIR [--stems] [--limit N]``.
 
 The runtime CLI registers the subcommand and calls :func:`main` with its parsed arguments; this
 module only turns them into a :func:`render_corpus` call and reports through logging.
@@ -15,7 +16,7 @@ from lmdm_export.data.render import render_corpus
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("render",)
+ACTIONS = ("render", "encode")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -27,6 +28,8 @@ def main(args: argparse.Namespace) -> int:
     """
     if args.action not in ACTIONS:
         raise ValueError(f"unknown data action {args.action!r} (known: {', '.join(ACTIONS)})")
+    if args.action == "encode":
+        return _encode(args)
     config = load_config(args.config)
     limit = getattr(args, "limit", None)
     started = time.monotonic()
@@ -45,4 +48,21 @@ def main(args: argparse.Namespace) -> int:
     for label, hours in summary.hours_per_label.items():
         log.info("  %-12s %6.2f h", label, hours)
     log.info("  splits: %s", summary.items_per_split)
+    return 0
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from lmdm_export.train.latents import encode_corpus
+
+    if args.codec is None or args.corpus is None:
+        raise ValueError("data encode needs --codec (a released codec, e.g. "
+                         "runs/codec/release.pt) and --corpus (a rendered corpus folder)")
+    if not args.codec.exists():
+        raise FileNotFoundError(f"codec {args.codec} not found: train it first with "
+                                "`lmdm-bridge train autoencoder --config "
+                                "configs/train/autoencoder.toml`")
+    started = time.monotonic()
+    out = encode_corpus(args.codec, args.corpus, args.out, stems=args.stems,
+                        limit=getattr(args, "limit", None))
+    log.info("latents in %s in %.0f s", out, time.monotonic() - started)
     return 0

@@ -22,6 +22,7 @@ from lmdm_export.model.autoencoder import OobleckAutoencoder, OobleckConfig
 from lmdm_export.model.conditioners import Conditioners, ConditioningConfig
 from lmdm_export.model.config import DiTConfig, StreamConfig
 from lmdm_export.model.dit import DiffusionTransformer
+from lmdm_export.model.stft_codec import StftCodec, StftCodecConfig
 
 SAT_PREFIXES = (("dit.", "model.model."), ("conditioner.", "conditioner."),
                 ("autoencoder.", "pretransform.model."))
@@ -33,7 +34,7 @@ class ModelConfig:
 
     dit: DiTConfig
     conditioning: ConditioningConfig
-    autoencoder: OobleckConfig
+    autoencoder: OobleckConfig | StftCodecConfig
     stream: StreamConfig | None = None
 
     def __post_init__(self) -> None:
@@ -74,7 +75,7 @@ class LMDM(nn.Module):
         self.config = config
         self.conditioner = Conditioners(config.conditioning)
         self.dit = DiffusionTransformer(config.dit)
-        self.autoencoder = OobleckAutoencoder(config.autoencoder)
+        self.autoencoder = build_autoencoder(config.autoencoder)
 
     def conditioning_inputs(self, metadata: list[dict], device=None) -> tuple[Tensor, Tensor]:
         """``cross_attn_cond (B, Tc, cond_dim)`` and ``global_cond (B, global_cond_dim)`` for B
@@ -87,6 +88,13 @@ class LMDM(nn.Module):
     def sat_state_dict(self) -> dict[str, torch.Tensor]:
         """Our weights under stable-audio-tools' key names."""
         return to_sat_keys(self.state_dict())
+
+
+def build_autoencoder(config: OobleckConfig | StftCodecConfig) -> OobleckAutoencoder | StftCodec:
+    """The Oobleck VAE (SAO checkpoints) or the STFT codec (the CPU-trained default model)."""
+    if isinstance(config, StftCodecConfig):
+        return StftCodec(config)
+    return OobleckAutoencoder(config)
 
 
 def to_sat_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:

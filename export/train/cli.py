@@ -1,6 +1,6 @@
 """``lmdm-bridge train STAGE --config FILE [--resume]``: one entry point for every stage.
 
-Each stage is a module with a frozen config dataclass and ``train(config, resume=...)``; the
+Each stage is a frozen config dataclass and a ``train(config, resume=...)`` function; the
 config file (TOML or JSON) is read strictly, so a misspelt key fails by its dotted name.
 """
 
@@ -18,26 +18,29 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 needs the tomli ba
 
 from lmdm_export.data.config import from_dict
 
-# stage -> (module, config class): modules are imported only for the stage that runs.
+# stage -> (module, config class, train function): only the running stage's module is imported.
 STAGES = {
-    "autoencoder": ("lmdm_export.train.codec", "CodecTrainConfig"),
+    "autoencoder": ("lmdm_export.train.codec", "CodecTrainConfig", "train"),
+    "base": ("lmdm_export.train.diffusion", "DiffusionTrainConfig", "train_base"),
+    "lmdm": ("lmdm_export.train.diffusion", "DiffusionTrainConfig", "train_lmdm"),
 }
 
 
 def load_stage_config(stage: str, path: Path | None):
-    module_name, class_name = STAGES[stage]
+    """``(train function, config)`` of ``stage``; no path gives the config's defaults."""
+    module_name, class_name, function = STAGES[stage]
     module = importlib.import_module(module_name)
-    cls = getattr(module, class_name)
+    cls, train = getattr(module, class_name), getattr(module, function)
     if path is None:
-        return module, cls()
+        return train, cls()
     if not path.exists():
         raise FileNotFoundError(f"training config {path} not found (examples: configs/train/)")
     text = path.read_text(encoding="utf-8")
     raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    return module, from_dict(cls, raw, where=path.name)
+    return train, from_dict(cls, raw, where=path.name)
 
 
 def main(args: argparse.Namespace) -> int:
-    module, cfg = load_stage_config(args.stage, args.config)
-    module.train(cfg, resume=args.resume)
+    train, cfg = load_stage_config(args.stage, args.config)
+    train(cfg, resume=args.resume)
     return 0

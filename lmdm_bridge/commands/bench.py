@@ -11,7 +11,7 @@ HELP = "benchmark the streaming methods per block (torch, onnxruntime, stable-au
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=("tiny", "sao-small"), default="sao-small")
+    parser.add_argument("--preset", choices=("tiny", "default", "sao-small"), default="sao-small")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--random-init", action="store_true", help="random weights (seeded)")
     source.add_argument("--checkpoint", type=Path, metavar="PATH")

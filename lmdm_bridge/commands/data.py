@@ -6,17 +6,25 @@ import argparse
 from pathlib import Path
 
 NAME = "data"
-HELP = "prepare training data (render the corpus from music21, fluidsynth, sonic-pi loops)"
+HELP = "prepare training data: render the corpus, encode it to latent shards"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("render",), help="render: audio, stems, captions")
+    parser.add_argument("action", choices=("render", "encode"),
+                        help="render: audio, stems, captions; encode: latent shards")
     parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="corpus config (TOML or JSON; default: the full default corpus, "
-                             "configs/data/default.toml)")
+                        help="render: corpus config (TOML or JSON; default: the full default "
+                             "corpus, configs/data/default.toml)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="output folder (re-running resumes: existing items are skipped)")
-    parser.add_argument("--limit", type=int, metavar="N", help="at most N pieces per source")
+                        help="output folder (re-running resumes: finished parts are skipped)")
+    parser.add_argument("--limit", type=int, metavar="N",
+                        help="render: at most N pieces per source; encode: the first N items")
+    parser.add_argument("--codec", type=Path, metavar="FILE",
+                        help="encode: the released codec (runs/codec/release.pt)")
+    parser.add_argument("--corpus", type=Path, metavar="DIR",
+                        help="encode: the rendered corpus (data/corpus)")
+    parser.add_argument("--stems", action="store_true",
+                        help="encode: also encode every stem (for the jamming control)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ HELP = "export a model to an ONNX bundle with cache inputs and outputs"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=("tiny", "sao-small"),
+    parser.add_argument("--preset", choices=("tiny", "default", "sao-small"),
                         help="model geometry (with --random-init; a checkpoint brings its own)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--random-init", action="store_true",

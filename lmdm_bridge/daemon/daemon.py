@@ -223,7 +223,8 @@ class Daemon:
             return
         self.feed.push(audio)
         seconds = time.perf_counter() - start
-        self._rtf = self.bundle.geometry.block_seconds / max(seconds, 1e-9)
+        # As /lmdm/status documents it: compute time over audio time, below 1 keeps up.
+        self._rtf = seconds / self.bundle.geometry.block_seconds
         self.counts.blocks += 1
         self.server.notify_block(self.counts.blocks, self._rtf)
 

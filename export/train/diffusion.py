@@ -1,0 +1,412 @@
+"""``lmdm-bridge train base`` and ``lmdm-bridge train lmdm``: the diffusion stages.
+
+**base**: a bidirectional text-conditioned DiT on whole windows, rectified flow
+(``x_t = (1 - t) x0 + t eps``, target ``v = eps - x0``, lmdm-reference §1), logit-normal t,
+prompt dropout for CFG, EMA weights released.
+
+**lmdm**: fine-tunes the base into an LMDM exactly as the reference's ``saos_block_causal`` /
+``saos_encdec`` configs do (lmdm-reference §4.1): the window is ``[context s | target c]``; the
+whole window is noised and the context routed away (router 0 on context, the clean context enters
+through the ``inpaint`` input-add group); the loss covers target frames only; context dropout
+zeroes all context (``context_uncond``) or the k ~ U{1..n} oldest chunks in place
+(``context_partial``, the mask still marking them as context); CFG dropout zeroes the prompt
+tokens and, independently, each input-add group's features; timesteps are uniform with the
+reference's resolution shift; the attention mask is the pattern's training mask. The new
+``to_input_add_embed`` starts random, everything else from the base (shapes must match).
+
+Design decision (the reference leaves it implicit): router and loss mask follow the geometry,
+not the dropped group, so a dropped ``inpaint`` group means "context present but unknown"
+rather than turning context frames into noisy targets.
+
+Prompts: MiniLM is frozen, so its hidden states are computed once per distinct caption
+(:class:`CachedEncoder`); the learned projection and the number conditioner train with the DiT.
+The release (``release.pt``) holds the DiT and conditioner weights, the geometry and the codec it
+was trained with, so ``lmdm-bridge export --checkpoint`` builds the whole bundle from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lmdm_export.model import cache as kv
+from lmdm_export.model.lmdm import LMDM, ModelConfig
+from lmdm_export.model.masks import window_mask
+from lmdm_export.model.stft_codec import StftCodecConfig
+from lmdm_export.presets import DefaultGeometry, default_model_config
+from lmdm_export.train import loop
+from lmdm_export.train.codec import RELEASE_KIND as CODEC_KIND
+from lmdm_export.train.latent_data import LatentSet, WindowSampler, fixed_windows, load_latents
+
+log = logging.getLogger(__name__)
+RELEASE_KIND = "lmdm-default"
+BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+TIMESTEP_MODES = ("logit-normal", "shifted-uniform")
+
+
+@dataclass(frozen=True)
+class DiffusionTrainConfig:
+    latents: str = "data/latents"
+    codec: str = "runs/codec/release.pt"
+    out: str = "runs/base"
+    init: str | None = None  # lmdm: the base stage's release.pt
+    geometry: DefaultGeometry = field(default_factory=DefaultGeometry)
+    pattern: str = "block-causal"  # lmdm: "block-causal" or "enc-dec"
+    steps: int = 2000
+    batch: int = 32
+    lr: float = 5e-4
+    warmup: int = 200
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    timesteps: str = "logit-normal"
+    cfg_dropout: float = 0.1
+    group_dropout: float = 0.1
+    context_uncond: float = 0.2
+    context_partial: float = 0.3
+    seed: int = 0
+    val_every: int = 250
+    val_windows: int = 64
+    checkpoint_minutes: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.timesteps not in TIMESTEP_MODES:
+            raise ValueError(f"timesteps {self.timesteps!r} is not one of {TIMESTEP_MODES}")
+
+
+class CachedEncoder:
+    """A frozen text encoder's ``(prompts, max_length, device) -> (hidden, mask)`` with a
+    per-prompt memo: training captions repeat, and MiniLM would otherwise dominate a step."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder = encoder
+        self.model_dir = encoder.model_dir
+        self.width = encoder.width
+        self.memo: dict[tuple[str, int], tuple[Tensor, Tensor]] = {}
+
+    def __call__(self, prompts: list[str], max_length: int, device) -> tuple[Tensor, Tensor]:
+        missing = sorted({p for p in prompts if (p, max_length) not in self.memo})
+        if missing:
+            hidden, mask = self.encoder(missing, max_length, "cpu")
+            for i, p in enumerate(missing):
+                self.memo[(p, max_length)] = (hidden[i], mask[i])
+        pairs = [self.memo[(p, max_length)] for p in prompts]
+        return (torch.stack([h for h, _ in pairs]).to(device),
+                torch.stack([m for _, m in pairs]).to(device))
+
+
+class DiTTrainee(nn.Module):
+    """Conditioners + DiT in one forward (what DDP wraps). ``drop_text (B,)`` zeroes the
+    cross-attention tokens of those items: the unconditional branch of CFG (rollout.Guidance)."""
+
+    def __init__(self, model: LMDM) -> None:
+        super().__init__()
+        self.conditioner = model.conditioner
+        self.dit = model.dit
+
+    def forward(self, x_t: Tensor, t: Tensor, metadata: list[dict], drop_text: Tensor, *,
+                router: Tensor | None = None, input_add: Tensor | None = None,
+                mask: Tensor | None = None) -> Tensor:
+        out = self.conditioner(metadata, x_t.device)
+        cross = out["cross_attn_cond"] * (~drop_text)[:, None, None].to(x_t.dtype)
+        return self.dit(x_t, t, cross, out["global_cond"], router=router, input_add=input_add,
+                        mask=mask)
+
+
+def model_config(cfg: DiffusionTrainConfig, stage: str, codec: StftCodecConfig) -> ModelConfig:
+    return default_model_config(cfg.geometry, streaming=stage == "lmdm", pattern=cfg.pattern,
+                                codec=codec)
+
+
+def build_model(config: ModelConfig) -> LMDM:
+    model = LMDM(config)
+    prompt = model.conditioner.conditioners["prompt"]
+    prompt.encoder = CachedEncoder(prompt.encoder)
+    return model
+
+
+def sample_t(n: int, mode: str, frames: int, gen: torch.Generator) -> Tensor:
+    """Noise levels (n,) in (0, 1): logit-normal, or the reference's stratified uniform with the
+    resolution shift t' = sigma t / (1 + (sigma - 1) t), sigma = exp(0.5 + 0.65 (T' - 256) / 3840),
+    T' = max(T, 256) (lmdm-reference §4.1)."""
+    if mode == "logit-normal":
+        return torch.sigmoid(torch.randn(n, generator=gen))
+    u = (torch.arange(n) + torch.rand(n, generator=gen)) / n
+    u = u[torch.randperm(n, generator=gen)].clamp(1e-4, 1 - 1e-4)
+    sigma = math.exp(0.5 + 0.65 * (max(frames, 256) - 256) / 3840)
+    return sigma * u / (1 + (sigma - 1) * u)
+
+
+def drop_context(context: Tensor, *, chunk: int, p_uncond: float, p_partial: float,
+                 gen: torch.Generator) -> Tensor:
+    """Context dropout (B, C, s): all of it with ``p_uncond``; else with ``p_partial`` the
+    k ~ U{1..n} oldest chunks, zeroed in place (no shift), n = s / chunk."""
+    b, n = context.shape[0], context.shape[-1] // chunk
+    u = torch.rand(b, generator=gen)
+    k = torch.randint(1, n + 1, (b,), generator=gen)
+    keep = torch.ones(b, 1, context.shape[-1])
+    frame = torch.arange(context.shape[-1])
+    for i in range(b):
+        if u[i] < p_uncond:
+            keep[i] = 0
+        elif u[i] < p_uncond + p_partial:
+            keep[i, 0, frame < k[i] * chunk] = 0
+    return context * keep
+
+
+@dataclass
+class Batch:
+    """One training batch: model inputs plus the per-frame loss weights."""
+
+    x_t: Tensor
+    t: Tensor
+    target: Tensor
+    metadata: list[dict]
+    drop_text: Tensor
+    router: Tensor | None
+    input_add: Tensor | None
+    mask: Tensor | None
+    loss_mask: Tensor  # (1 or B, 1, T): 1 where the loss counts
+
+
+def make_batch(x0: Tensor, captions: list[str], stage: str, config: ModelConfig,
+               cfg: DiffusionTrainConfig, gen: torch.Generator, *, train: bool = True,
+               t: Tensor | None = None) -> Batch:
+    b, _, frames = x0.shape
+    seconds = frames / config.latent_rate
+    metadata = [{"prompt": c, "seconds_total": seconds} for c in captions]
+    if t is None:
+        t = sample_t(b, cfg.timesteps, frames, gen)
+    eps = torch.randn(x0.shape, generator=gen)
+    x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
+    drop_text = (torch.rand(b, generator=gen) < cfg.cfg_dropout) if train else \
+        torch.zeros(b, dtype=torch.bool)
+    if stage == "base":
+        return Batch(x_t, t, eps - x0, metadata, drop_text, None, None, None,
+                     torch.ones(1, 1, frames))
+    stream = config.stream
+    s, c = stream.context_frames, stream.block_frames
+    context = x0[..., :s]
+    if train:
+        context = drop_context(context, chunk=c, p_uncond=cfg.context_uncond,
+                               p_partial=cfg.context_partial, gen=gen)
+    input_add = torch.cat((kv.build_input_add(config.dit, clean=context, batch=b, frames=s),
+                           kv.build_input_add(config.dit, clean=None, batch=b, frames=c)), -1)
+    if train and cfg.group_dropout > 0:
+        # Each input-add group is dropped independently (lmdm-reference §4.1 CFG dropout).
+        start = 0
+        for group in config.dit.input_add_groups:
+            drop = torch.rand(b, generator=gen) < cfg.group_dropout
+            input_add[drop, start:start + group.channels] = 0
+            start += group.channels
+    router = kv.router(s, c, batch=b)
+    mask = window_mask(stream.pattern, context_frames=s, block_frames=c)
+    return Batch(x_t, t, eps - x0, metadata, drop_text, router, input_add, mask,
+                 router.clone())
+
+
+def weighted_loss(v: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
+    """Mean squared error over the counted frames: (scalar, per item (B,))."""
+    err = (v - batch.target).pow(2) * batch.loss_mask
+    per_item = err.sum((1, 2)) / (batch.loss_mask.sum((1, 2)) * v.shape[1])
+    return per_item.mean(), per_item
+
+
+def load_release(path: str | Path) -> dict:
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("kind") != RELEASE_KIND:
+        raise ValueError(f"{path} is not a release of `lmdm-bridge train base/lmdm/arc` "
+                         f"(kind {payload.get('kind')!r})")
+    return payload
+
+
+def release_model_config(payload: dict) -> ModelConfig:
+    from lmdm_export.data.config import from_dict
+
+    geometry = from_dict(DefaultGeometry, payload["geometry"])
+    return default_model_config(geometry, streaming=payload["stage"] != "base",
+                                pattern=payload["pattern"],
+                                codec=StftCodecConfig(**payload["codec"]["config"]))
+
+
+def load_release_model(path: str | Path) -> tuple[LMDM, dict]:
+    """The whole LMDM (conditioners, DiT, codec) from a diffusion stage's release."""
+    payload = load_release(path)
+    model = build_model(release_model_config(payload))
+    model.conditioner.load_state_dict(payload["conditioner"])
+    model.dit.load_state_dict(payload["dit"])
+    model.autoencoder.load_state_dict(payload["codec"]["state_dict"])
+    return model.eval(), payload
+
+
+def _codec_payload(path: str | Path) -> dict:
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("kind") != CODEC_KIND:
+        raise ValueError(f"{path} is not a released codec: train it with "
+                         "`lmdm-bridge train autoencoder`")
+    return {"config": payload["config"], "state_dict": payload["state_dict"], "path": str(path)}
+
+
+def _init_from(model: LMDM, path: str) -> list[str]:
+    """Copy every tensor of a previous release whose name and shape match; returns the names of
+    the model's tensors that stayed freshly initialised."""
+    payload = load_release(path)
+    fresh = []
+    for part, state in (("dit", payload["dit"]), ("conditioner", payload["conditioner"])):
+        module = getattr(model, part)
+        own = module.state_dict()
+        for name, value in own.items():
+            if name in state and state[name].shape == value.shape:
+                own[name] = state[name]
+            else:
+                fresh.append(f"{part}.{name}")
+        module.load_state_dict(own)
+    return fresh
+
+
+class Ema:
+    """Exponential moving average of a module's floating-point parameters and buffers."""
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = copy.deepcopy(module.state_dict())
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for name, value in module.state_dict().items():
+            if value.dtype.is_floating_point:
+                self.shadow[name].lerp_(value, 1 - self.decay)
+            else:
+                self.shadow[name].copy_(value)
+
+
+def train_stage(stage: str, cfg: DiffusionTrainConfig, *, resume: bool = False) -> Path:
+    d = loop.init_distributed()
+    run_dir = Path(cfg.out)
+    if d.main:
+        loop.check_resume(run_dir, resume)
+    loop.seed_everything(cfg.seed + d.rank)
+    codec = _codec_payload(cfg.codec)
+    config = model_config(cfg, stage, StftCodecConfig(**codec["config"]))
+    frames = (config.stream or default_model_config(cfg.geometry).stream).window_frames
+    train_set, val_set = load_latents(cfg.latents, "train"), load_latents(cfg.latents, "val")
+    sampler = WindowSampler(train_set, frames, seed=cfg.seed * 1000 + d.rank)
+    val_x, val_idx = fixed_windows(val_set, cfg.val_windows, frames)
+
+    model = build_model(config)
+    if cfg.init:
+        fresh = _init_from(model, cfg.init)
+        if d.main:
+            log.info("initialised from %s; fresh: %s", cfg.init, fresh)
+    elif stage == "lmdm":
+        raise ValueError("the lmdm stage fine-tunes a base model: set `init` to the base "
+                         "stage's release.pt")
+    trainee = DiTTrainee(model).to(d.device)
+    ddp = loop.wrap_ddp(trainee, d)
+    params = [p for p in trainee.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    ema = Ema(trainee, cfg.ema)
+    ckpt = loop.Checkpointer(run_dir, d)
+    step = 0
+    state = ckpt.load() if resume else None
+    if state is not None:
+        trainee.load_state_dict(state["model"])
+        ema.shadow = state["ema"]
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        loop.set_rng_state(state["rng"][min(d.rank, len(state["rng"]) - 1)])
+        sampler.set_state(state["sampler"][min(d.rank, len(state["sampler"]) - 1)])
+    runlog = loop.RunLog(run_dir, d, cfg.steps, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + d.rank * 104729 + step)
+    first, last_save = step, time.monotonic()
+    buckets: dict[str, list[float]] = {}
+    while step < cfg.steps:
+        lr = loop.cosine_lr(step, base=cfg.lr, warmup=cfg.warmup, total=cfg.steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x0, idx = sampler.batch(cfg.batch)
+        batch = make_batch(torch.from_numpy(x0), [train_set.captions[i] for i in idx], stage,
+                           config, cfg, gen)
+        v = ddp(batch.x_t, batch.t, batch.metadata, batch.drop_text, router=batch.router,
+                input_add=batch.input_add, mask=batch.mask)
+        loss, per_item = weighted_loss(v, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        ema.update(trainee)
+        step += 1
+        for name, (total, count) in loop.noise_buckets(batch.t, per_item.detach(),
+                                                       BUCKETS).items():
+            acc = buckets.setdefault(name, [0.0, 0])
+            acc[0] += total
+            acc[1] += count
+        loss_m = float(loop.all_reduce_mean(loss.detach(), d))
+        runlog.progress(step, first, loss=loss_m)
+        if step % 25 == 0:
+            runlog.write({"step": step, "loss": loss_m, "lr": lr, "grad_norm": float(grad),
+                          "loss_by_t": {k: round(s / n, 5) for k, (s, n) in
+                                        sorted(buckets.items())}})
+            buckets.clear()
+        if d.main and (step % cfg.val_every == 0 or step == cfg.steps):
+            runlog.write({"step": step, "val": validate(trainee, ema, val_x, val_idx, val_set,
+                                                        stage, config, cfg)})
+        if time.monotonic() - last_save > 60 * cfg.checkpoint_minutes or step == cfg.steps:
+            ckpt.save({"model": trainee.state_dict(), "ema": ema.shadow,
+                       "optimizer": opt.state_dict(), "step": step,
+                       "rng": _gather(loop.rng_state(), d),
+                       "sampler": _gather(sampler.state(), d), "config": asdict(cfg)})
+            last_save = time.monotonic()
+    runlog.close()
+    trainee.load_state_dict(ema.shadow)
+    return ckpt.release("release.pt", {
+        "kind": RELEASE_KIND, "stage": stage, "pattern": cfg.pattern,
+        "geometry": asdict(cfg.geometry), "codec": codec, "steps": step,
+        "dit": model.dit.state_dict(), "conditioner": model.conditioner.state_dict()})
+
+
+def _gather(obj, d: loop.Dist) -> list:
+    if d.world == 1:
+        return [obj]
+    out = [None] * d.world
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+@torch.no_grad()
+def validate(trainee: DiTTrainee, ema: Ema, val_x: np.ndarray, val_idx: np.ndarray,
+             val_set: LatentSet, stage: str, config: ModelConfig,
+             cfg: DiffusionTrainConfig) -> dict[str, float]:
+    """Loss of the EMA weights on fixed windows at a fixed grid of t (no dropout)."""
+    live = copy.deepcopy(trainee.state_dict())
+    trainee.load_state_dict(ema.shadow)
+    gen = torch.Generator().manual_seed(99)
+    out = {}
+    x0 = torch.from_numpy(val_x)
+    captions = [val_set.captions[i] for i in val_idx]
+    for level in (0.1, 0.3, 0.5, 0.7, 0.9):
+        t = torch.full((len(x0),), level)
+        batch = make_batch(x0, captions, stage, config, cfg, gen, train=False, t=t)
+        v = trainee(batch.x_t, batch.t, batch.metadata, batch.drop_text, router=batch.router,
+                    input_add=batch.input_add, mask=batch.mask)
+        out[f"t{level}"] = round(float(weighted_loss(v, batch)[0]), 5)
+    out["mean"] = round(sum(out.values()) / len(out), 5)
+    trainee.load_state_dict(live)
+    return out
+
+
+def train_base(cfg: DiffusionTrainConfig, *, resume: bool = False) -> Path:
+    return train_stage("base", cfg, resume=resume)
+
+
+def train_lmdm(cfg: DiffusionTrainConfig, *, resume: bool = False) -> Path:
+    return train_stage("lmdm", cfg, resume=resume)

@@ -1,0 +1,95 @@
+"""Latent shards in memory, and random training windows drawn from them.
+
+The whole default corpus is about 2.6 M latent frames x 32 channels in float16 (170 MB), so the
+shards are loaded once and windows are plain slices. Every item was padded to at least the
+encoder's ``min_frames`` (loops looped), so any window up to that length fits every item.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class LatentSet:
+    """Items of one split: latents (sum_T, D) float16 with ``offsets`` (n + 1,), and per item
+    its caption, label and piece."""
+
+    latents: np.ndarray
+    offsets: np.ndarray
+    captions: list[str]
+    labels: list[str]
+    piece_ids: list[str]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def item(self, i: int) -> np.ndarray:
+        return self.latents[self.offsets[i]:self.offsets[i + 1]]
+
+
+def load_latents(folder: str | Path, split: str) -> LatentSet:
+    root = Path(folder)
+    index_path = root / "index.json"
+    if not index_path.exists():
+        raise FileNotFoundError(f"{index_path} not found: encode the corpus first with "
+                                f"`lmdm-bridge data encode --codec runs/codec/release.pt "
+                                f"--corpus data/corpus --out {root}`")
+    index = json.loads(index_path.read_text())
+    chunks, lengths, captions, labels, pieces = [], [], [], [], []
+    for name in index["shards"]:
+        with np.load(root / name) as z:
+            offsets, keep = z["offsets"], z["splits"] == split
+            for i in np.flatnonzero(keep):
+                chunks.append(z["latents"][offsets[i]:offsets[i + 1]])
+                lengths.append(offsets[i + 1] - offsets[i])
+            captions += [str(c) for c in z["captions"][keep]]
+            labels += [str(c) for c in z["labels"][keep]]
+            pieces += [str(c) for c in z["piece_ids"][keep]]
+    if not chunks:
+        raise ValueError(f"{root} has no items in split {split!r}")
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    return LatentSet(np.concatenate(chunks), offsets, captions, labels, pieces)
+
+
+class WindowSampler:
+    """Random windows of ``frames`` latent frames, items weighted by length:
+    ``batch(n)`` -> (latents (n, D, frames) float32, item indices (n,))."""
+
+    def __init__(self, data: LatentSet, frames: int, seed: int) -> None:
+        short = int((data.lengths < frames).sum())
+        if short:
+            raise ValueError(f"{short} items are shorter than the {frames}-frame window: "
+                             "re-encode with a larger min_frames")
+        self.data, self.frames = data, frames
+        self.p = data.lengths / data.lengths.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.rng.choice(len(self.data), size=n, p=self.p)
+        out = np.empty((n, self.data.latents.shape[1], self.frames), dtype=np.float32)
+        for j, i in enumerate(idx):
+            start = self.data.offsets[i] + self.rng.integers(0, self.data.lengths[i] - self.frames
+                                                             + 1)
+            out[j] = self.data.latents[start:start + self.frames].T
+        return out, idx
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+def fixed_windows(data: LatentSet, n: int, frames: int, seed: int = 4321
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` deterministic validation windows and their item indices."""
+    return WindowSampler(data, frames, seed).batch(n)
