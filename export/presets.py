@@ -62,7 +62,7 @@ class DefaultGeometry:
 
 def default_model_config(geometry: DefaultGeometry = DefaultGeometry(), *,
                          streaming: bool = True, pattern: str = "block-causal",
-                         codec: StftCodecConfig = StftCodecConfig()) -> ModelConfig:
+                         codec: StftCodecConfig | None = None) -> ModelConfig:
     """The CPU-trained default model: 22.05 kHz mono STFT codec (32 latent channels, 1024x,
     21.5 frames/s), a 6-layer DiT of width 256 with MiniLM prompts, window 144 + 48 frames
     (6.7 s + 2.2 s). ``streaming=False`` gives its base model (no input-add groups, no stream).
@@ -70,6 +70,7 @@ def default_model_config(geometry: DefaultGeometry = DefaultGeometry(), *,
     New controls (accompaniment, sketch) are added later as input-add groups by fine-tuning:
     their columns are appended, zero-initialised, to ``to_input_add_embed``, so the base
     and LMDM stages need not be repeated."""
+    codec = codec or StftCodecConfig()
     g, io = geometry, codec.latent_dim
     dit = DiTConfig(io_channels=io, embed_dim=g.width, depth=g.depth, num_heads=g.heads,
                     cond_token_dim=g.cond_dim, global_cond_dim=g.cond_dim,

@@ -23,6 +23,7 @@ STAGES = {
     "autoencoder": ("lmdm_export.train.codec", "CodecTrainConfig", "train"),
     "base": ("lmdm_export.train.diffusion", "DiffusionTrainConfig", "train_base"),
     "lmdm": ("lmdm_export.train.diffusion", "DiffusionTrainConfig", "train_lmdm"),
+    "arc": ("lmdm_export.train.arc", "ArcTrainConfig", "train"),
 }
 
 

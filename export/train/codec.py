@@ -163,18 +163,10 @@ def train(cfg: CodecTrainConfig, *, resume: bool = False) -> Path:
 
 
 def _state(codec: StftCodec, opt, step: int, sampler: CropSampler, cfg, d: loop.Dist) -> dict:
-    rngs, samplers = _gather([loop.rng_state()], d), _gather([sampler.state()], d)
+    rngs = loop.gather_objects(loop.rng_state(), d)
+    samplers = loop.gather_objects(sampler.state(), d)
     return {"model": codec.state_dict(), "optimizer": opt.state_dict(), "step": step,
             "rng": rngs, "sampler": samplers, "config": asdict(cfg)}
-
-
-def _gather(obj: list, d: loop.Dist) -> list:
-    """Every rank's object, in rank order (each rank resumes with its own RNG streams)."""
-    if d.world == 1:
-        return obj
-    out = [None] * d.world
-    torch.distributed.all_gather_object(out, obj[0])
-    return out
 
 
 def finalize(cfg: CodecTrainConfig, codec: StftCodec, ckpt: loop.Checkpointer, val: Tensor,

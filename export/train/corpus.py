@@ -47,7 +47,8 @@ def read_items(corpus: str | Path, split: str | None = None) -> list[Item]:
                 id=r["id"], path=root / r["path"], label=r["label"], caption=r["caption"],
                 split=r["split"], piece_id=r["piece_id"], frames=int(round(r["duration"] * sr)),
                 sample_rate=sr,
-                stems=tuple(root / s["path"] for s in r.get("stems", ()) if s["path"] != r["path"])))
+                stems=tuple(root / s["path"] for s in r.get("stems", ())
+                            if s["path"] != r["path"])))
     if not items:
         raise ValueError(f"{meta} has no items{f' in split {split!r}' if split else ''}")
     return items

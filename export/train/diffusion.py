@@ -363,8 +363,8 @@ def train_stage(stage: str, cfg: DiffusionTrainConfig, *, resume: bool = False) 
         if time.monotonic() - last_save > 60 * cfg.checkpoint_minutes or step == cfg.steps:
             ckpt.save({"model": trainee.state_dict(), "ema": ema.shadow,
                        "optimizer": opt.state_dict(), "step": step,
-                       "rng": _gather(loop.rng_state(), d),
-                       "sampler": _gather(sampler.state(), d), "config": asdict(cfg)})
+                       "rng": loop.gather_objects(loop.rng_state(), d),
+                       "sampler": loop.gather_objects(sampler.state(), d), "config": asdict(cfg)})
             last_save = time.monotonic()
     runlog.close()
     trainee.load_state_dict(ema.shadow)
@@ -372,14 +372,6 @@ def train_stage(stage: str, cfg: DiffusionTrainConfig, *, resume: bool = False) 
         "kind": RELEASE_KIND, "stage": stage, "pattern": cfg.pattern,
         "geometry": asdict(cfg.geometry), "codec": codec, "steps": step,
         "dit": model.dit.state_dict(), "conditioner": model.conditioner.state_dict()})
-
-
-def _gather(obj, d: loop.Dist) -> list:
-    if d.world == 1:
-        return [obj]
-    out = [None] * d.world
-    torch.distributed.all_gather_object(out, obj)
-    return out
 
 
 @torch.no_grad()

@@ -199,6 +199,15 @@ def all_reduce_mean(value: torch.Tensor, d: Dist) -> torch.Tensor:
     return value
 
 
+def gather_objects(obj: Any, d: Dist) -> list[Any]:
+    """Every rank's ``obj`` in rank order (checkpoints keep each rank's RNG streams)."""
+    if d.world == 1:
+        return [obj]
+    out: list[Any] = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def noise_buckets(t: torch.Tensor, losses: torch.Tensor, edges: tuple[float, ...]
                   ) -> dict[str, tuple[float, int]]:
     """Per-sample losses grouped by noise level ``t`` in [0, 1]: bucket name -> (sum, count)."""

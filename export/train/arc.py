@@ -1,0 +1,324 @@
+"""``lmdm-bridge train arc``: ARC-Forcing post-training of a fine-tuned LMDM (lmdm-reference §4.2).
+
+Per optimiser step, for a batch of real latent sequences ``X`` of ``s + n c`` frames:
+
+1. **Rollout context dropout** in *shift mode*: with ``context_uncond`` all context, else with
+   ``context_partial`` the k ~ U{1..n_ctx} oldest chunks are dropped by prepending zeros and
+   shifting the sequence right, so the real continuation stays aligned with the fake one.
+2. **Self-rollout** through the block-causal KV-cached streaming path (bootstrap, then a fused step
+   per chunk; the same :class:`~lmdm_export.rollout.BlockCausalSession` inference uses). Chunk j
+   runs ``k_j ~ U{1..K_max-1}`` ping-pong steps from t = 1 on the ``K_max``-step logSNR schedule;
+   only the last step keeps gradients (the generator learns to finish from t in
+   {1, .99, .97, .88, .66}); each chunk enters the next context detached.
+3. **Discriminator**: a trainable copy of the *base* DiT (bidirectional, no masks) run on fake and
+   real, both noised with the same eps at ``t_g = sigmoid(-U[-6, 2])``; hidden states after block
+   ``feature_block`` over the rolled-out frames only feed a ConvNeXt head giving patch scores.
+4. **Losses**, with ``Delta = D(real) - D(fake)`` per patch: generator ``softplus(Delta)``;
+   discriminator ``softplus(-Delta)`` plus ``contrastive_weight * softplus(-(D(real, c) -
+   D(real, c_rolled)))`` where ``c_rolled`` gives item i the prompt of item i + 1 (a rolled copy;
+   the reference mutated its metadata in place, bug 8).
+5. **Schedule**: ``schedule`` is a string of G and D letters cycled over steps ("GD" alternates,
+   as the reference; "GDD" gives the discriminator two steps per generator step).
+
+Decisions where the reference is off (lmdm-reference §6 bug 10): the discriminator's features
+cover exactly the rolled-out frames (the reference kept the last context frame by an off-by-one);
+``k_j`` is drawn from {1..K_max-1} as the reference does, documented rather than silent.
+
+Under ``torchrun`` the rollout calls the DiT's step functions rather than ``forward``, so DDP's
+hooks would not see them: gradients are averaged explicitly (:func:`_average_gradients`), and
+every rank draws the same ``k_j`` from a step-seeded generator.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmdm_export.model.dit import DiffusionTransformer
+from lmdm_export.model.lmdm import LMDM
+from lmdm_export.model.transformer import KV
+from lmdm_export.rollout import BlockCausalSession, Guidance
+from lmdm_export.sampling import logsnr_schedule
+from lmdm_export.train import loop
+from lmdm_export.train.diffusion import RELEASE_KIND, load_release_model
+from lmdm_export.train.latent_data import WindowSampler, load_latents
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ArcTrainConfig:
+    latents: str = "data/latents"
+    out: str = "runs/arc"
+    init: str = "runs/lmdm/release.pt"  # the fine-tuned LMDM (the generator starts here)
+    base: str = "runs/base/release.pt"  # the discriminator's DiT starts from the base model
+    steps: int = 400  # optimiser steps, generator and discriminator together
+    schedule: str = "GD"
+    batch: int = 4
+    rollout_chunks: int = 4
+    k_max: int = 6
+    feature_block: int = 4
+    head_width: int = 64
+    contrastive_weight: float = 2.0
+    lr: float = 1e-5
+    disc_lr: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    context_uncond: float = 0.25
+    context_partial: float = 0.1
+    cfg_dropout: float = 0.1
+    seed: int = 0
+    checkpoint_minutes: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.schedule or set(self.schedule) - {"G", "D"}:
+            raise ValueError(f"schedule {self.schedule!r} must be a string of G and D letters")
+        if self.k_max < 2:
+            raise ValueError("k_max must be >= 2 (k_j is drawn from 1..k_max-1)")
+
+
+class ConvNeXtBlock1d(nn.Module):
+    """Depthwise k7 -> LayerNorm -> pointwise x4 -> GELU -> zero-initialised pointwise, residual."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv1d(width, width, 7, padding=3, groups=width)
+        self.norm = nn.LayerNorm(width)
+        self.up = nn.Linear(width, 4 * width)
+        self.down = nn.Linear(4 * width, width)
+        nn.init.zeros_(self.down.weight)
+        nn.init.zeros_(self.down.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm(self.dw(x).transpose(1, 2))
+        return x + self.down(F.gelu(self.up(h))).transpose(1, 2)
+
+
+class DiscriminatorHead(nn.Module):
+    """Hidden states (B, D, T) -> patch scores (B, T / 4): weight-norm conv to ``w``, three stages
+    of two ConvNeXt blocks with stride-1/2/2 downsampling convs to w/2w/4w, a conv to 1."""
+
+    def __init__(self, dim: int, width: int) -> None:
+        super().__init__()
+        self.inp = nn.utils.parametrizations.weight_norm(nn.Conv1d(dim, width, 7, padding=3))
+        stages, ch = [], width
+        for i, stride in enumerate((1, 2, 2)):
+            out = width * 2 ** i
+            stages += [nn.Conv1d(ch, out, 3 if stride == 1 else 4, stride=stride,
+                                 padding=1), ConvNeXtBlock1d(out), ConvNeXtBlock1d(out)]
+            ch = out
+        self.stages = nn.Sequential(*stages)
+        self.out = nn.Conv1d(ch, 1, 3, padding=1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.out(self.stages(self.inp(h)))[:, 0]
+
+
+class Discriminator(nn.Module):
+    """A base DiT cut after ``feature_block`` blocks, plus the head."""
+
+    def __init__(self, base: LMDM, feature_block: int, head_width: int) -> None:
+        super().__init__()
+        if not 1 <= feature_block <= base.config.dit.depth:
+            raise ValueError(f"feature_block {feature_block} is not in 1..{base.config.dit.depth}")
+        self.conditioner = base.conditioner
+        self.dit = base.dit
+        self.dit.transformer.layers = self.dit.transformer.layers[:feature_block]
+        self.head = DiscriminatorHead(base.config.dit.embed_dim, head_width)
+
+    def forward(self, x: Tensor, t: Tensor, metadata: list[dict], skip: int) -> Tensor:
+        """Scores (B, P) of latents ``x (B, C, T)`` at noise ``t (B,)``, over frames ``skip..T``."""
+        out = self.conditioner(metadata, x.device)
+        dit: DiffusionTransformer = self.dit
+        cond = dit.condition(out["cross_attn_cond"], out["global_cond"])
+        h = dit.embed_latents(x, None, None)
+        h = torch.cat((h, dit.global_token(t, cond)), dim=1)
+        positions = torch.arange(1, x.shape[-1] + 1, device=x.device)
+        positions = torch.cat((positions, positions.new_tensor([0])))
+        h, _ = dit.transformer(h, positions, None, None, cond.cross)
+        return self.head(h[:, skip:x.shape[-1]].transpose(1, 2))
+
+
+def shift_dropout(x: Tensor, *, chunk: int, context_chunks: int, p_uncond: float,
+                  p_partial: float, gen: torch.Generator) -> Tensor:
+    """Shift-mode context dropout of sequences (B, C, L): prepend ``k`` chunks of zeros and shift
+    right (dropping the tail), k = all context chunks with ``p_uncond``, k ~ U{1..n} with
+    ``p_partial``."""
+    out = x.clone()
+    for i in range(x.shape[0]):
+        u = float(torch.rand((), generator=gen))
+        if u < p_uncond:
+            k = context_chunks
+        elif u < p_uncond + p_partial:
+            k = int(torch.randint(1, context_chunks + 1, (), generator=gen))
+        else:
+            continue
+        z = k * chunk
+        out[i] = torch.cat((torch.zeros_like(x[i, :, :z]), x[i, :, :x.shape[-1] - z]), -1)
+    return out
+
+
+def self_rollout(lmdm: LMDM, cross: Tensor, glob: Tensor, context: Tensor, ks: list[int],
+                 ts: Tensor, gen: torch.Generator, *, grad: bool) -> Tensor:
+    """Roll out ``len(ks)`` chunks after ``context (B, C, s)`` through the streaming KV cache.
+
+    Chunk j runs ``ks[j]`` ping-pong steps; only its last keeps gradients (when ``grad``). Returns
+    the chunks ``(B, C, n c)``; each one entered the next context detached.
+    """
+    config = lmdm.config
+    with torch.set_grad_enabled(grad):
+        cond = lmdm.dit.condition(cross, glob)
+    session = BlockCausalSession(lmdm.dit, config, cond, Guidance(), context, context.shape[0])
+    shape = (context.shape[0], config.dit.io_channels, config.stream.block_frames)
+    chunks = []
+    for k in ks:
+        denoise = session.block_denoiser()
+        x = torch.randn(shape, generator=gen)
+        for i in range(k):
+            t = ts[i].expand(shape[0])
+            with torch.set_grad_enabled(grad and i == k - 1):
+                x0_hat = x - ts[i] * denoise(x, t).guided
+            if i < k - 1:
+                eps = torch.randn(shape, generator=gen)
+                x = (1 - ts[i + 1]) * x0_hat + ts[i + 1] * eps
+        chunks.append(x0_hat)
+        session.commit(x0_hat.detach())
+        cache = session.state.cache
+        session.state.cache = KV(cache.k.detach(), cache.v.detach())
+    return torch.cat(chunks, -1)
+
+
+def _conditioning(lmdm: LMDM, metadata: list[dict], drop: Tensor) -> tuple[Tensor, Tensor]:
+    out = lmdm.conditioner(metadata, "cpu")
+    return out["cross_attn_cond"] * (~drop)[:, None, None], out["global_cond"]
+
+
+def _average_gradients(params: list[Tensor], d: loop.Dist) -> None:
+    if d.world == 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+        p.grad /= d.world
+
+
+def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
+    d = loop.init_distributed()
+    if d.device.type != "cpu":
+        raise ValueError("train arc runs on CPU in this version (the rollout keeps its tensors "
+                         "on the CPU); use the base/lmdm stages on GPU")
+    run_dir = Path(cfg.out)
+    if d.main:
+        loop.check_resume(run_dir, resume)
+    loop.seed_everything(cfg.seed + d.rank)
+    generator_model, payload = load_release_model(cfg.init)
+    if payload["stage"] not in ("lmdm", "arc") or payload["pattern"] != "block-causal":
+        raise ValueError(f"{cfg.init} is a {payload['stage']} ({payload['pattern']}) release: ARC "
+                         "needs a block-causal LMDM from `lmdm-bridge train lmdm`")
+    base_model, base_payload = load_release_model(cfg.base)
+    if base_payload["stage"] != "base":
+        raise ValueError(f"{cfg.base} is not a base-stage release")
+    generator_model.train()
+    disc = Discriminator(base_model.train(), cfg.feature_block, cfg.head_width)
+    stream = generator_model.config.stream
+    s, c = stream.context_frames, stream.block_frames
+    frames = s + cfg.rollout_chunks * c
+    data = load_latents(cfg.latents, "train")
+    sampler = WindowSampler(data, frames, seed=cfg.seed * 1000 + d.rank)
+    g_params = [p for p in [*generator_model.dit.parameters(),
+                            *generator_model.conditioner.parameters()] if p.requires_grad]
+    d_params = [p for p in disc.parameters() if p.requires_grad]
+    g_opt = torch.optim.AdamW(g_params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                              weight_decay=cfg.weight_decay)
+    d_opt = torch.optim.AdamW(d_params, lr=cfg.disc_lr, betas=cfg.betas, eps=cfg.eps,
+                              weight_decay=cfg.weight_decay)
+    ckpt = loop.Checkpointer(run_dir, d)
+    step = 0
+    state = ckpt.load() if resume else None
+    if state is not None:
+        generator_model.dit.load_state_dict(state["generator"])
+        generator_model.conditioner.load_state_dict(state["generator_conditioner"])
+        disc.load_state_dict(state["discriminator"])
+        g_opt.load_state_dict(state["g_opt"])
+        d_opt.load_state_dict(state["d_opt"])
+        step = state["step"]
+        loop.set_rng_state(state["rng"][min(d.rank, len(state["rng"]) - 1)])
+        sampler.set_state(state["sampler"][min(d.rank, len(state["sampler"]) - 1)])
+    ts = logsnr_schedule(cfg.k_max)
+    seconds = frames / generator_model.config.latent_rate
+    runlog = loop.RunLog(run_dir, d, cfg.steps, cfg)
+    first, last_save = step, time.monotonic()
+    while step < cfg.steps:
+        phase = cfg.schedule[step % len(cfg.schedule)]
+        shared = torch.Generator().manual_seed(cfg.seed * 15485863 + step)  # same on all ranks
+        ks = [int(k) for k in torch.randint(1, cfg.k_max, (cfg.rollout_chunks,),
+                                            generator=shared)]
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + d.rank * 104729 + step)
+        x, idx = sampler.batch(cfg.batch)
+        real = shift_dropout(torch.from_numpy(x), chunk=c, context_chunks=stream.context_chunks,
+                             p_uncond=cfg.context_uncond, p_partial=cfg.context_partial,
+                             gen=gen)
+        captions = [data.captions[i] for i in idx]
+        metadata = [{"prompt": p, "seconds_total": seconds} for p in captions]
+        drop = torch.rand(cfg.batch, generator=gen) < cfg.cfg_dropout
+        train_g = phase == "G"
+        for p in d_params:
+            p.requires_grad_(not train_g)
+        with torch.set_grad_enabled(train_g):
+            cross, glob = _conditioning(generator_model, metadata, drop)
+        fake_tail = self_rollout(generator_model, cross, glob, real[..., :s], ks, ts, gen,
+                                 grad=train_g)
+        fake = torch.cat((real[..., :s], fake_tail), -1)
+        t_g = torch.sigmoid(-(torch.rand(cfg.batch, generator=gen) * 8 - 6))
+        eps = torch.randn(real.shape, generator=gen)
+        tg = t_g[:, None, None]
+        real_g, fake_g = (1 - tg) * real + tg * eps, (1 - tg) * fake + tg * eps
+        if train_g:
+            with torch.no_grad():
+                d_real = disc(real_g, t_g, metadata, s)
+            d_fake = disc(fake_g, t_g, metadata, s)
+            loss = F.softplus(d_real - d_fake).mean()
+            values = {"loss_g": float(loss.detach())}
+            params, opt = g_params, g_opt
+        else:
+            rolled = metadata[1:] + metadata[:1]  # a rolled copy: item i gets item i+1's prompt
+            d_real = disc(real_g, t_g, metadata, s)
+            d_fake = disc(fake_g.detach(), t_g, metadata, s)
+            d_shuffled = disc(real_g, t_g, rolled, s)
+            loss_d = F.softplus(-(d_real - d_fake)).mean()
+            loss_c = F.softplus(-(d_real - d_shuffled)).mean()
+            loss = loss_d + cfg.contrastive_weight * loss_c
+            values = {"loss_d": float(loss_d.detach()), "loss_c": float(loss_c.detach())}
+            params, opt = d_params, d_opt
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        _average_gradients(params, d)
+        grad = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        step += 1
+        runlog.progress(step, first, **values)
+        runlog.write({"step": step, "phase": phase, "ks": ks, "grad_norm": float(grad),
+                      "t_g_mean": float(t_g.mean()), **values})
+        if time.monotonic() - last_save > 60 * cfg.checkpoint_minutes or step == cfg.steps:
+            ckpt.save({"generator": generator_model.dit.state_dict(),
+                       "generator_conditioner": generator_model.conditioner.state_dict(),
+                       "discriminator": disc.state_dict(), "g_opt": g_opt.state_dict(),
+                       "d_opt": d_opt.state_dict(), "step": step,
+                       "rng": loop.gather_objects(loop.rng_state(), d),
+                       "sampler": loop.gather_objects(sampler.state(), d), "config": asdict(cfg)})
+            last_save = time.monotonic()
+    runlog.close()
+    release = copy.copy(payload)
+    release.update(stage="arc", steps=step, dit=generator_model.dit.state_dict(),
+                   conditioner=generator_model.conditioner.state_dict(), kind=RELEASE_KIND)
+    return ckpt.release("release.pt", release)
