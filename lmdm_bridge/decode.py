@@ -34,7 +34,8 @@ import numpy as np
 
 from lmdm_bridge.bundle import Bundle
 
-# Latent frames of context on each side that cover the Oobleck decoder's receptive field.
+# Latent frames of context on each side that cover the Oobleck decoder's receptive field (the
+# default of manifests that do not state their decoder's; the STFT codec states its own).
 RECEPTIVE_FRAMES = 12
 DEFAULT_FADE_FRAMES = 2
 
@@ -53,8 +54,9 @@ class StreamingDecoder:
         g = bundle.manifest.geometry
         c = g.block_frames
         self.bundle = bundle
-        self.left = RECEPTIVE_FRAMES if left_frames is None else left_frames
-        self.hold = RECEPTIVE_FRAMES if hold_frames is None else hold_frames
+        reach = g.decoder_receptive_frames
+        self.left = reach if left_frames is None else left_frames
+        self.hold = reach if hold_frames is None else hold_frames
         self.fade = min(DEFAULT_FADE_FRAMES, c, self.hold) if fade_frames is None else fade_frames
         if self.left < 0 or self.hold < 0 or not 0 <= self.fade <= self.hold:
             raise ValueError(f"need left >= 0, hold >= 0 and 0 <= fade <= hold frames, got "

@@ -96,6 +96,10 @@ class Geometry:
     cond_tokens: int
     cond_dim: int
     text_tokens: int
+    # Latent frames of context the VAE decoder needs on each side of a frame (its receptive
+    # field); the streaming decoder holds this many frames back. Optional in format 1: bundles
+    # written before it existed carry the Oobleck decoder's measured 12.
+    decoder_receptive_frames: int = 12
 
     @property
     def window_frames(self) -> int:

@@ -11,6 +11,7 @@ from lmdm_export.bundle.writer import ExportRequest, export_bundle
 from lmdm_export.checkpoint import load_checkpoint
 from lmdm_export.model.lmdm import LMDM
 from lmdm_export.presets import get_preset
+from lmdm_export.release import is_release, load_release_model
 
 
 def parse_text_encoders(pairs: list[str]) -> dict[str, str]:
@@ -27,6 +28,10 @@ def parse_text_encoders(pairs: list[str]) -> dict[str, str]:
 def model_from_args(args: argparse.Namespace) -> tuple[LMDM, str]:
     """The model a command line names, and a one-line description of where it came from."""
     if args.checkpoint is not None:
+        if is_release(args.checkpoint):
+            model, payload = load_release_model(args.checkpoint)
+            return model, (f"release {args.checkpoint.name} ({payload['stage']} stage, "
+                           f"{payload['steps']} steps)")
         config = args.model_config or args.checkpoint.parent / "model_config.json"
         model = load_checkpoint(config, args.checkpoint,
                                 text_encoder_dirs=parse_text_encoders(args.text_encoder))

@@ -27,6 +27,7 @@ from lmdm_export.bundle.writer import _examples
 from lmdm_export.checkpoint import load_checkpoint
 from lmdm_export.model.lmdm import LMDM
 from lmdm_export.model.oobleck import fold_weight_norm
+from lmdm_export.release import is_release, load_release_model
 from lmdm_export.rollout import Guidance, make_conditioning, make_session, stream_blocks
 from lmdm_export.sampling import SAMPLERS, logsnr_schedule
 
@@ -69,11 +70,15 @@ def torch_model(bundle: Path, checkpoint: Path | None = None, model_config: Path
     """The torch model of a bundle: its ``source/`` weights, or a checkpoint given."""
     if checkpoint is None:
         source = bundle / "source"
+        if (source / "release.pt").is_file():
+            return load_release_model(source / "release.pt")[0]
         if not (source / "model.safetensors").is_file():
             raise FileNotFoundError(f"{bundle} has no source/ weights (exported with "
                                     "--no-source-weights): pass --checkpoint")
         return load_checkpoint(source / "model_config.json", source / "model.safetensors",
                                text_encoder_dirs=text_encoder_dirs)
+    if is_release(checkpoint):
+        return load_release_model(checkpoint)[0]
     return load_checkpoint(model_config or checkpoint.parent / "model_config.json", checkpoint,
                            text_encoder_dirs=text_encoder_dirs)
 

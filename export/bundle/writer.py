@@ -24,6 +24,7 @@ import torch
 from onnx import TensorProto, numpy_helper
 
 from lmdm_bridge import __version__
+from lmdm_bridge.decode import RECEPTIVE_FRAMES
 from lmdm_bridge.manifest import (
     FORMAT,
     FORMAT_VERSION,
@@ -48,7 +49,9 @@ from lmdm_export.bundle.graphs import (
 from lmdm_export.checkpoint import save_weights, to_sat_config
 from lmdm_export.model.lmdm import LMDM
 from lmdm_export.model.oobleck import fold_weight_norm
+from lmdm_export.model.stft_codec import StftCodec
 from lmdm_export.model.text_encoders import FrozenTextConditioner
+from lmdm_export.release import release_payload
 
 DTYPES = ("fp32", "fp16", "int8")
 OPSET = 18
@@ -247,7 +250,8 @@ def _geometry(model: LMDM, text: FrozenTextConditioner) -> Geometry:
         context_frames=cfg.stream.context_frames, block_frames=cfg.stream.block_frames,
         layers=cfg.dit.depth, heads=cfg.dit.num_heads, head_dim=cfg.dit.head_dim,
         embed_dim=cfg.dit.embed_dim, cond_tokens=cfg.conditioning.num_cross_attention_tokens,
-        cond_dim=cfg.conditioning.cond_dim, text_tokens=text.max_length)
+        cond_dim=cfg.conditioning.cond_dim, text_tokens=text.max_length,
+        decoder_receptive_frames=getattr(cfg.autoencoder, "receptive_frames", RECEPTIVE_FRAMES))
 
 
 def _controls(model: LMDM) -> tuple[Control, ...]:
@@ -320,12 +324,20 @@ def export_bundle(model: LMDM, out: str | Path, request: ExportRequest = ExportR
 
 def _write(model: LMDM, root: Path, request: ExportRequest, progress: Progress) -> Manifest:
     cid, text = _text_conditioner(model)
+    sources: tuple[str, ...] = ()
     if request.include_source_weights:
         source = root / "source"
         source.mkdir()
-        (source / "model_config.json").write_text(json.dumps(to_sat_config(model.config),
-                                                             indent=2))
-        save_weights(model, source / "model.safetensors")
+        if isinstance(model.autoencoder, StftCodec):
+            # A default-family model: its release file is the torch source verify rebuilds from.
+            torch.save(release_payload(model, stage="lmdm", steps=0),
+                       source / "release.pt")
+            sources = ("source/release.pt",)
+        else:
+            (source / "model_config.json").write_text(json.dumps(to_sat_config(model.config),
+                                                                 indent=2))
+            save_weights(model, source / "model.safetensors")
+            sources = ("source/model_config.json", "source/model.safetensors")
     # Weight norm is folded on a copy: the exported decoder runs plain convolutions.
     folded = LMDM(model.config)
     folded.load_state_dict(model.state_dict())
@@ -356,9 +368,8 @@ def _write(model: LMDM, root: Path, request: ExportRequest, progress: Progress) 
     text.encoder.tokenizer.backend_tokenizer.save(str(root / "tokenizer.json"))
     stream = model.config.stream
     extra = {"tokenizer.json": sha256_file(root / "tokenizer.json")}
-    if request.include_source_weights:
-        for name in ("source/model_config.json", "source/model.safetensors"):
-            extra[name] = sha256_file(root / name)
+    for name in sources:
+        extra[name] = sha256_file(root / name)
     manifest = Manifest(
         format=FORMAT, format_version=FORMAT_VERSION, created_by=f"lmdm-bridge {__version__}",
         dtype=request.dtype, model={"preset": request.preset, "source": request.source,

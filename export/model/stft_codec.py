@@ -64,6 +64,17 @@ class StftCodecConfig:
         return self.hop * 2 ** self.downsamples
 
     @property
+    def receptive_frames(self) -> int:
+        """Latent frames on each side that can change a decoded frame's audio (rounded up): the
+        latent-rate convolutions, the transposed upsamplers, the frame-rate blocks (a frame-rate
+        step is 2^-downsamples latent frames) and half an FFT window of overlap-add."""
+        half = self.kernel // 2
+        latent = half * (1 + self.decoder_latent_blocks) + self.downsamples
+        frames = half * self.decoder_frame_blocks / 2 ** self.downsamples
+        overlap = self.n_fft / 2 / self.downsampling_ratio
+        return math.ceil(latent + frames + overlap)
+
+    @property
     def bins(self) -> int:
         return self.n_fft // 2 + 1
 

@@ -31,7 +31,6 @@ every rank draws the same ``k_j`` from a step-seeded generator.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -44,10 +43,11 @@ from torch import Tensor, nn
 from lmdm_export.model.dit import DiffusionTransformer
 from lmdm_export.model.lmdm import LMDM
 from lmdm_export.model.transformer import KV
+from lmdm_export.release import load_release_model, release_payload
 from lmdm_export.rollout import BlockCausalSession, Guidance
 from lmdm_export.sampling import logsnr_schedule
 from lmdm_export.train import loop
-from lmdm_export.train.diffusion import RELEASE_KIND, load_release_model
+from lmdm_export.train.diffusion import CachedEncoder
 from lmdm_export.train.latent_data import WindowSampler, load_latents
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,14 @@ def _conditioning(lmdm: LMDM, metadata: list[dict], drop: Tensor) -> tuple[Tenso
     return out["cross_attn_cond"] * (~drop)[:, None, None], out["global_cond"]
 
 
+def _load(path: str) -> tuple[LMDM, dict]:
+    """A release with the prompt encoder memoised (training captions repeat)."""
+    model, payload = load_release_model(path)
+    prompt = model.conditioner.conditioners["prompt"]
+    prompt.encoder = CachedEncoder(prompt.encoder)
+    return model, payload
+
+
 def _average_gradients(params: list[Tensor], d: loop.Dist) -> None:
     if d.world == 1:
         return
@@ -221,11 +229,11 @@ def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
     if d.main:
         loop.check_resume(run_dir, resume)
     loop.seed_everything(cfg.seed + d.rank)
-    generator_model, payload = load_release_model(cfg.init)
+    generator_model, payload = _load(cfg.init)
     if payload["stage"] not in ("lmdm", "arc") or payload["pattern"] != "block-causal":
         raise ValueError(f"{cfg.init} is a {payload['stage']} ({payload['pattern']}) release: ARC "
                          "needs a block-causal LMDM from `lmdm-bridge train lmdm`")
-    base_model, base_payload = load_release_model(cfg.base)
+    base_model, base_payload = _load(cfg.base)
     if base_payload["stage"] != "base":
         raise ValueError(f"{cfg.base} is not a base-stage release")
     generator_model.train()
@@ -318,7 +326,4 @@ def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
                        "sampler": loop.gather_objects(sampler.state(), d), "config": asdict(cfg)})
             last_save = time.monotonic()
     runlog.close()
-    release = copy.copy(payload)
-    release.update(stage="arc", steps=step, dit=generator_model.dit.state_dict(),
-                   conditioner=generator_model.conditioner.state_dict(), kind=RELEASE_KIND)
-    return ckpt.release("release.pt", release)
+    return ckpt.release("release.pt", release_payload(generator_model, stage="arc", steps=step))

@@ -20,8 +20,9 @@ rather than turning context frames into noisy targets.
 
 Prompts: MiniLM is frozen, so its hidden states are computed once per distinct caption
 (:class:`CachedEncoder`); the learned projection and the number conditioner train with the DiT.
-The release (``release.pt``) holds the DiT and conditioner weights, the geometry and the codec it
-was trained with, so ``lmdm-bridge export --checkpoint`` builds the whole bundle from it.
+The release (``release.pt``, see :mod:`lmdm_export.release`) holds the DiT and conditioner
+weights, the geometry and the codec it was trained with, so ``lmdm-bridge export --checkpoint``
+builds the whole bundle from it.
 """
 
 from __future__ import annotations
@@ -42,12 +43,12 @@ from lmdm_export.model.lmdm import LMDM, ModelConfig
 from lmdm_export.model.masks import window_mask
 from lmdm_export.model.stft_codec import StftCodecConfig
 from lmdm_export.presets import DefaultGeometry, default_model_config
+from lmdm_export.release import load_release, release_payload
 from lmdm_export.train import loop
 from lmdm_export.train.codec import RELEASE_KIND as CODEC_KIND
 from lmdm_export.train.latent_data import LatentSet, WindowSampler, fixed_windows, load_latents
 
 log = logging.getLogger(__name__)
-RELEASE_KIND = "lmdm-default"
 BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 TIMESTEP_MODES = ("logit-normal", "shifted-uniform")
 
@@ -221,39 +222,15 @@ def weighted_loss(v: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
     return per_item.mean(), per_item
 
 
-def load_release(path: str | Path) -> dict:
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if payload.get("kind") != RELEASE_KIND:
-        raise ValueError(f"{path} is not a release of `lmdm-bridge train base/lmdm/arc` "
-                         f"(kind {payload.get('kind')!r})")
-    return payload
-
-
-def release_model_config(payload: dict) -> ModelConfig:
-    from lmdm_export.data.config import from_dict
-
-    geometry = from_dict(DefaultGeometry, payload["geometry"])
-    return default_model_config(geometry, streaming=payload["stage"] != "base",
-                                pattern=payload["pattern"],
-                                codec=StftCodecConfig(**payload["codec"]["config"]))
-
-
-def load_release_model(path: str | Path) -> tuple[LMDM, dict]:
-    """The whole LMDM (conditioners, DiT, codec) from a diffusion stage's release."""
-    payload = load_release(path)
-    model = build_model(release_model_config(payload))
-    model.conditioner.load_state_dict(payload["conditioner"])
-    model.dit.load_state_dict(payload["dit"])
-    model.autoencoder.load_state_dict(payload["codec"]["state_dict"])
-    return model.eval(), payload
-
-
 def _codec_payload(path: str | Path) -> dict:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"codec {path} not found: train it with "
+                                "`lmdm-bridge train autoencoder`")
     payload = torch.load(path, map_location="cpu", weights_only=False)
     if payload.get("kind") != CODEC_KIND:
         raise ValueError(f"{path} is not a released codec: train it with "
                          "`lmdm-bridge train autoencoder`")
-    return {"config": payload["config"], "state_dict": payload["state_dict"], "path": str(path)}
+    return payload
 
 
 def _init_from(model: LMDM, path: str) -> list[str]:
@@ -303,6 +280,7 @@ def train_stage(stage: str, cfg: DiffusionTrainConfig, *, resume: bool = False) 
     val_x, val_idx = fixed_windows(val_set, cfg.val_windows, frames)
 
     model = build_model(config)
+    model.autoencoder.load_state_dict(codec["state_dict"])  # carried into the release
     if cfg.init:
         fresh = _init_from(model, cfg.init)
         if d.main:
@@ -368,10 +346,7 @@ def train_stage(stage: str, cfg: DiffusionTrainConfig, *, resume: bool = False) 
             last_save = time.monotonic()
     runlog.close()
     trainee.load_state_dict(ema.shadow)
-    return ckpt.release("release.pt", {
-        "kind": RELEASE_KIND, "stage": stage, "pattern": cfg.pattern,
-        "geometry": asdict(cfg.geometry), "codec": codec, "steps": step,
-        "dit": model.dit.state_dict(), "conditioner": model.conditioner.state_dict()})
+    return ckpt.release("release.pt", release_payload(model, stage=stage, steps=step))
 
 
 @torch.no_grad()
