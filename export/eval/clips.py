@@ -25,8 +25,9 @@ def to_mono_rate(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     if rate == target_rate:
         return mono[0]
     resampler = StreamResampler(rate, target_rate, channels=1)
-    out = np.concatenate([resampler.process(mono), resampler.flush()], axis=1)
-    return out[0, :round(mono.shape[1] * target_rate / rate)]
+    out = np.concatenate([resampler.process(mono), resampler.flush()], axis=1)[0]
+    length = round(mono.shape[1] * target_rate / rate)  # the flush may fall a sample short
+    return np.pad(out[:length], (0, max(0, length - len(out))))
 
 
 def cut_clips(audio: np.ndarray, clip_samples: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from lmdm_bridge.commands import (
     bench,
     data,
     devices,
+    eval,
     export,
     info,
     render,
@@ -22,4 +23,5 @@ from lmdm_bridge.commands import (
     version,
 )
 
-COMMANDS = (run, serve, version, devices, info, render, export, verify, bench, data, train)
+COMMANDS = (run, serve, version, devices, info, render, export, verify, bench, data, train,
+            eval)

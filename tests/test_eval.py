@@ -1,0 +1,164 @@
+"""``lmdm-bridge eval``: the metrics on signals with known answers, the classifier on a corpus it
+must separate, and ``eval run`` end to end on a random-weight bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("torch")
+
+from lmdm_bridge.cli import main as cli_main  # noqa: E402
+from lmdm_export.eval.clips import reference_sets, to_mono_rate  # noqa: E402
+from lmdm_export.eval.frechet import frechet_distance  # noqa: E402
+from lmdm_export.eval.tonal import tonal_energy  # noqa: E402
+from lmdm_export.train.corpus import read_items  # noqa: E402
+
+RATE = 8000  # the synthetic corpus' rate: small clips keep the classifier fast
+
+
+def test_tonal_energy_of_a_sine_is_near_one_and_of_white_noise_near_zero():
+    t = np.arange(3 * RATE) / RATE
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6))
+    noise = np.random.default_rng(0).standard_normal(3 * RATE)
+    assert tonal_energy(np.sin(2 * np.pi * 440 * t)) > 0.99
+    assert tonal_energy(chord) > 0.99
+    assert tonal_energy(noise) < 0.03
+    assert tonal_energy(np.zeros(3 * RATE)) == 0.0
+
+
+def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_a_shift():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((300, 16))
+    b = rng.standard_normal((300, 16))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    same = frechet_distance(a, b)
+    shifted = frechet_distance(a, b + 1.0)  # mean term alone adds 16
+    assert shifted > same + 10
+    assert frechet_distance(a, 2 * b) > same + 5  # a wider spread costs too
+    with pytest.raises(ValueError, match="at least 2"):
+        frechet_distance(a[:1], b)
+
+
+def test_downmix_and_resample_keep_duration_and_pitch():
+    t = np.arange(44100) / 44100
+    stereo = np.stack([np.sin(2 * np.pi * 441 * t)] * 2).astype(np.float32)
+    mono = to_mono_rate(stereo, 44100, RATE)
+    assert mono.shape == (RATE,)
+    spectrum = np.abs(np.fft.rfft(mono[1000:-1000]))
+    peak_hz = np.argmax(spectrum) * RATE / (len(mono) - 2000)
+    assert peak_hz == pytest.approx(441, abs=2)
+
+
+def _write_corpus(root: Path, seconds: float = 6.0) -> Path:
+    """Two labels a classifier must separate: "sine" (random pitch) and "noise"; 4 train and 2
+    val pieces each, every piece one FLAC."""
+    rng = np.random.default_rng(0)
+    (root / "audio").mkdir(parents=True)
+    t = np.arange(int(seconds * RATE)) / RATE
+    records = []
+    for label in ("sine", "noise"):
+        for k in range(6):
+            split = "train" if k < 4 else "val"
+            if label == "sine":
+                f0 = rng.uniform(150, 800)
+                audio = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.1 * np.sin(4 * np.pi * f0 * t)
+                caption = f"sine tone in {round(f0)} hz, 100 bpm"
+            else:
+                audio = 0.1 * rng.standard_normal(len(t))
+                caption = f"white noise number {k}, 100 bpm"
+            path = f"audio/{label}-{k}.flac"
+            sf.write(str(root / path), audio.astype(np.float32), RATE)
+            records.append({"id": f"{label}-{k}", "label": label, "caption": caption,
+                            "split": split, "path": path, "duration": seconds,
+                            "piece_id": f"{label}/{k}", "sample_rate": RATE})
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return _write_corpus(tmp_path_factory.mktemp("eval") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def classifier(corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("eval") / "classifier"
+    code = cli_main(["eval", "classifier", "--corpus", str(corpus), "--out", str(out),
+                     "--minutes", "5", "--max-steps", "40"])
+    assert code == 0
+    return out
+
+
+def test_reference_sets_are_disjoint_by_piece(corpus):
+    items = [it for it in read_items(corpus, "val") if it.label == "sine"]
+    a, b = reference_sets(items, 3 * RATE, 2)
+    assert a.shape == b.shape == (2, 3 * RATE)
+    # two val pieces: one for A, one for B, so no clip of A equals one of B
+    assert not any(np.allclose(x, y) for x in a for y in b)
+
+
+def test_classifier_separates_the_labels_on_held_out_pieces(classifier):
+    report = json.loads((classifier / "report.json").read_text())
+    assert (classifier / "classifier.pt").is_file()
+    assert report["labels"] == ["noise", "sine"]
+    assert report["steps"] == 40
+    held = report["heldout"]
+    assert held["accuracy"] >= 0.9
+    assert held["labels_without_heldout"] == []
+    assert set(held["per_label"]) == {"noise", "sine"}
+    assert all(r["pieces"] == 2 for r in held["per_label"].values())
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    from lmdm_export.bundle.writer import ExportRequest, export_bundle
+    from lmdm_export.model.lmdm import LMDM
+    from lmdm_export.presets import get_preset
+
+    out = tmp_path_factory.mktemp("eval") / "tiny"
+    export_bundle(LMDM(get_preset("tiny").config).eval(), out, ExportRequest(preset="tiny"),
+                  progress=lambda m: None)
+    return out
+
+
+def test_eval_run_end_to_end_on_a_random_bundle(corpus, classifier, tiny_bundle, tmp_path):
+    out = tmp_path / "eval"
+    code = cli_main(["eval", "run", "--bundle", f"a={tiny_bundle}", "--bundle",
+                     f"b={tiny_bundle}", "--classifier", str(classifier / "classifier.pt"),
+                     "--corpus", str(corpus), "--out", str(out), "--clips", "2",
+                     "--prompts", "2", "--stream-minutes", "0.1", "--segment-seconds", "3",
+                     "--stream-labels", "sine"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    ref = report["reference"]
+    assert ref["clips"] == 4 and ref["split_per_label"] == {"noise": "val", "sine": "val"}
+    for key in ("real_vs_real_fd", "noise_vs_real_fd", "tonal_energy_real"):
+        assert isinstance(ref[key], float) and np.isfinite(ref[key])
+    assert set(report["bundles"]) == {"a", "b"}
+    b = report["bundles"]["a"]
+    assert 0.0 <= b["adherence"] <= 1.0
+    assert set(b["adherence_per_label"]) == {"noise", "sine"}
+    assert isinstance(b["fd"], float) and b["fd"] >= 0
+    assert 0.0 <= b["tonal_energy"] <= 1.0
+    assert b["speed"]["realtime_factor"] > 0 and b["speed"]["realtime_factor_steady"] > 0
+    assert b["bundle"]["sample_rate"] == 44100 and b["bundle"]["audio_channels"] == 2
+    drift = b["drift"]
+    assert drift["labels"] == ["sine"] and len(drift["segments"]) == 2
+    assert all(0.0 <= s["adherence"] <= 1.0 for s in drift["segments"])
+    assert drift["first_minute"]["clips_per_label"] == 2
+    md = (out / "report.md").read_text()
+    assert "| **a** |" in md and "| **b** |" in md and "b adherence" in md
+    assert "first minute" in md
+
+
+def test_eval_run_names_an_unknown_label(corpus, classifier, tiny_bundle, tmp_path, capsys):
+    code = cli_main(["eval", "run", "--bundle", str(tiny_bundle), "--classifier",
+                     str(classifier / "classifier.pt"), "--corpus", str(corpus), "--out",
+                     str(tmp_path), "--labels", "sine,kazoo", "--stream-minutes", "0"])
+    assert code == 2
+    assert "kazoo" in capsys.readouterr().err
