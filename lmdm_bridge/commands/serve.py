@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--cfg", type=float)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="onnxruntime threads (default: one per core; 1 on a busy machine)")
     osc = parser.add_argument_group("OSC")
     osc.add_argument("--osc-host", help="address to listen on (0.0.0.0: the network)")
     osc.add_argument("--osc-port", type=int, help="UDP port for OSC (default 9000)")
@@ -69,6 +71,7 @@ def config_from_args(args: argparse.Namespace):
     return with_overrides(
         config, bundle=str(args.bundle) if args.bundle else None, prompt=args.prompt,
         autoplay=args.autoplay, steps=args.steps, cfg=args.cfg, seed=args.seed,
+        threads=args.threads,
         models_dir=args.models_dir, osc__host=args.osc_host, osc__port=args.osc_port,
         osc__reply_port=args.reply_port,
         osc__allow=tuple(args.allow) if args.allow else None, audio__backend=args.audio,

@@ -92,6 +92,9 @@ class DaemonConfig:
     seed: int = 0
     method: str | None = None
     ahead: int = 2  # blocks the generation worker keeps ready ahead of playback
+    # onnxruntime's intra-op threads (None: its default, one per core). On a machine that is
+    # busy with other work, 1 avoids spinning threads fighting for the cores (docs/performance.md).
+    threads: int | None = None
     osc: OscSettings = field(default_factory=OscSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     fx: FxSettings = field(default_factory=FxSettings)
@@ -107,6 +110,9 @@ class DaemonConfig:
                               "rate (44100, 48000, 88200, 96000)")
         if not 1 <= self.ahead <= 4:
             raise ConfigError(f"ahead {self.ahead} must be 1..4 blocks")
+        if self.threads is not None and not 1 <= self.threads <= 256:
+            raise ConfigError(f"threads {self.threads} must be 1..256 (or left out: "
+                              "onnxruntime's default)")
         for name, channels in (("in_channels", self.audio.in_channels),
                                ("out_channels", self.audio.out_channels)):
             if not channels or any(c < 1 for c in channels):

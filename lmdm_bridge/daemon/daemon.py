@@ -98,7 +98,8 @@ class Daemon:
         # also after a model switch.
         self._chosen: dict[str, float | int | None] = {"steps": config.steps, "cfg": config.cfg}
         self.model = load_model(bundle, config.prompt, method=config.method,
-                                steps=config.steps, cfg=config.cfg, seed=config.seed)
+                                steps=config.steps, cfg=config.cfg, seed=config.seed,
+                                threads=config.threads)
         self.loader = ModelLoader(self._load)
         self.status = StatusSnapshot(model=self.model.name)
         self.feed = self._feed(recorder=None)  # checks the channel mapping
@@ -155,7 +156,8 @@ class Daemon:
         settings of the one playing now."""
         return load_model(path, self.engine.prompt or self.config.prompt,
                           method=self.config.method, steps=self._chosen["steps"],
-                          cfg=self._chosen["cfg"], seed=self.engine.seed)
+                          cfg=self._chosen["cfg"], seed=self.engine.seed,
+                          threads=self.config.threads)
 
     def _swap(self, model: Model) -> None:
         """Play ``model`` from the next block on. The queued audio of the old one fades out

@@ -65,11 +65,13 @@ def warm_up(engine: Engine, decoder: StreamingDecoder) -> float:
 
 
 def load_model(path: str | Path, prompt: Prompt, *, method: str | None = None,
-               steps: int | None = None, cfg: float | None = None, seed: int = 0) -> Model:
+               steps: int | None = None, cfg: float | None = None, seed: int = 0,
+               threads: int | None = None) -> Model:
     """Open the bundle at ``path`` (errors name the bundle and the problem: a
     :class:`~lmdm_bridge.manifest.BundleError` or ``ValueError``), condition it on ``prompt``
-    and warm it up. ``steps``/``cfg`` None: the manifest's sampler defaults."""
-    bundle = Bundle(path)
+    and warm it up. ``steps``/``cfg`` None: the manifest's sampler defaults; ``threads``:
+    onnxruntime's intra-op threads (None: its default)."""
+    bundle = Bundle(path, threads=threads)
     engine = Engine(bundle, method=method, steps=steps, cfg_scale=cfg, seed=seed)
     engine.set_prompt(prompt)
     decoder = StreamingDecoder(bundle)
