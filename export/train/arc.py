@@ -325,5 +325,7 @@ def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
                        "rng": loop.gather_objects(loop.rng_state(), d),
                        "sampler": loop.gather_objects(sampler.state(), d), "config": asdict(cfg)})
             last_save = time.monotonic()
+    loop.check_replicas(generator_model.dit, d, runlog)
+    loop.check_replicas(disc, d, runlog)
     runlog.close()
     return ckpt.release("release.pt", release_payload(generator_model, stage="arc", steps=step))

@@ -42,6 +42,7 @@ class CodecTrainConfig:
     warmup: int = 200
     weight_decay: float = 0.01
     kl_weight: float = 5e-4  # per latent element
+    loss_resolutions: tuple[int, ...] = (512, 1024, 2048)  # FFT sizes of the MR-STFT distance
     gain_db_range: tuple[float, float] = (-12.0, 0.0)
     grad_clip: float = 1.0
     seed: int = 0
@@ -75,20 +76,23 @@ def load_codec(path: str | Path) -> StftCodec:
 
 
 @torch.no_grad()
-def evaluate(codec: StftCodec, clips: Tensor) -> dict[str, float]:
+def evaluate(codec: StftCodec, clips: Tensor, resolutions: tuple[int, ...]) -> dict[str, float]:
     recon = codec.decode(codec.encode(clips, sample=False))
-    return {"mr_stft": float(mr_stft(recon, clips)),
+    return {"mr_stft": float(mr_stft(recon, clips, resolutions)),
             "si_sdr_median": float(si_sdr(recon, clips).median())}
 
 
 @torch.no_grad()
-def baselines(clips: Tensor, seed: int) -> dict[str, float]:
-    g = torch.Generator().manual_seed(seed)
+def baselines(clips: Tensor, cfg: CodecTrainConfig) -> dict[str, float]:
+    """Griffin-Lim (32 iterations) on the true magnitudes at the codec's FFT size, and white
+    noise at the clips' RMS: the reference points of the MR-STFT distance."""
+    g = torch.Generator().manual_seed(cfg.seed)
     noise = torch.randn(clips.shape, generator=g) * clips.pow(2).mean(-1, keepdim=True).sqrt()
-    gl = griffin_lim(clips)
-    return {"griffin_lim_mr_stft": float(mr_stft(gl, clips)),
+    gl = griffin_lim(clips, n_fft=cfg.codec.n_fft)
+    res = cfg.loss_resolutions
+    return {"griffin_lim_mr_stft": float(mr_stft(gl, clips, res)),
             "griffin_lim_si_sdr_median": float(si_sdr(gl, clips).median()),
-            "noise_mr_stft": float(mr_stft(noise, clips))}
+            "noise_mr_stft": float(mr_stft(noise, clips, res))}
 
 
 @torch.no_grad()
@@ -111,6 +115,11 @@ def train(cfg: CodecTrainConfig, *, resume: bool = False) -> Path:
     ratio = cfg.codec.downsampling_ratio
     train_items = read_items(cfg.corpus, "train")
     val_items = read_items(cfg.corpus, "val")
+    rates = {it.sample_rate for it in train_items + val_items}
+    if rates != {cfg.codec.sample_rate}:
+        raise ValueError(f"the corpus is at {sorted(rates)} Hz but codec.sample_rate is "
+                         f"{cfg.codec.sample_rate}: set codec.sample_rate to the corpus rate or "
+                         "render the corpus at the codec's rate")
     sampler = CropSampler(train_items, cfg.crop_frames * ratio, seed=cfg.seed * 1000 + d.rank)
     val = torch.from_numpy(fixed_clips(val_items, cfg.val_clips, cfg.val_frames * ratio))
 
@@ -128,9 +137,10 @@ def train(cfg: CodecTrainConfig, *, resume: bool = False) -> Path:
         sampler.set_state(state["sampler"][min(d.rank, len(state["sampler"]) - 1)])
     runlog = loop.RunLog(run_dir, d, cfg.steps, cfg)
     first, last_save = step, time.monotonic()
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + d.rank + step)
     lo, hi = cfg.gain_db_range
     while step < cfg.steps:
+        # Seeded per step, so a resumed run draws what the uninterrupted one would have.
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + d.rank * 104729 + step)
         lr = loop.cosine_lr(step, base=cfg.lr, warmup=cfg.warmup, total=cfg.steps)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -138,7 +148,7 @@ def train(cfg: CodecTrainConfig, *, resume: bool = False) -> Path:
         gain_db = lo + (hi - lo) * torch.rand(cfg.batch, 1, 1, generator=gen)
         x = (x * 10 ** (gain_db / 20)).to(d.device)
         recon, kl = model(x)
-        rec = mr_stft(recon, x)
+        rec = mr_stft(recon, x, cfg.loss_resolutions)
         loss = rec + cfg.kl_weight * kl / cfg.codec.latent_dim
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -153,11 +163,12 @@ def train(cfg: CodecTrainConfig, *, resume: bool = False) -> Path:
                           "grad_norm": float(grad)})
         if d.main and (step % cfg.val_every == 0 or step == cfg.steps):
             codec.eval()
-            runlog.write({"step": step, "val": evaluate(codec, val)})
+            runlog.write({"step": step, "val": evaluate(codec, val, cfg.loss_resolutions)})
             codec.train()
         if time.monotonic() - last_save > 60 * cfg.checkpoint_minutes or step == cfg.steps:
             ckpt.save(_state(codec, opt, step, sampler, cfg, d))
             last_save = time.monotonic()
+    loop.check_replicas(codec, d, runlog)
     runlog.close()
     return finalize(cfg, codec, ckpt, val, train_items, d)
 
@@ -181,7 +192,7 @@ def finalize(cfg: CodecTrainConfig, codec: StftCodec, ckpt: loop.Checkpointer, v
                                        "state_dict": codec.state_dict()})
     if d.main:
         report = {"val_clips": len(val), "val_seconds": val.shape[-1] / cfg.codec.sample_rate,
-                  "codec": evaluate(codec, val), **baselines(val, cfg.seed),
+                  "codec": evaluate(codec, val, cfg.loss_resolutions), **baselines(val, cfg),
                   "latent_std_raw": [round(float(s), 3) for s in std]}
         (Path(cfg.out) / "report.json").write_text(json.dumps(report, indent=1))
         log.info("codec report: %s", report)

@@ -304,10 +304,11 @@ def train_stage(stage: str, cfg: DiffusionTrainConfig, *, resume: bool = False) 
         loop.set_rng_state(state["rng"][min(d.rank, len(state["rng"]) - 1)])
         sampler.set_state(state["sampler"][min(d.rank, len(state["sampler"]) - 1)])
     runlog = loop.RunLog(run_dir, d, cfg.steps, cfg)
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + d.rank * 104729 + step)
     first, last_save = step, time.monotonic()
     buckets: dict[str, list[float]] = {}
     while step < cfg.steps:
+        # Seeded per step, so a resumed run draws what the uninterrupted one would have.
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + d.rank * 104729 + step)
         lr = loop.cosine_lr(step, base=cfg.lr, warmup=cfg.warmup, total=cfg.steps)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -344,6 +345,7 @@ def train_stage(stage: str, cfg: DiffusionTrainConfig, *, resume: bool = False) 
                        "rng": loop.gather_objects(loop.rng_state(), d),
                        "sampler": loop.gather_objects(sampler.state(), d), "config": asdict(cfg)})
             last_save = time.monotonic()
+    loop.check_replicas(trainee, d, runlog)
     runlog.close()
     trainee.load_state_dict(ema.shadow)
     return ckpt.release("release.pt", release_payload(model, stage=stage, steps=step))

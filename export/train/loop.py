@@ -208,6 +208,28 @@ def gather_objects(obj: Any, d: Dist) -> list[Any]:
     return out
 
 
+def fingerprint(module: torch.nn.Module) -> str:
+    """A digest of every parameter's bytes: equal on all ranks iff the replicas are identical."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_replicas(module: torch.nn.Module, d: Dist, runlog: RunLog) -> None:
+    """Under DDP, compare the ranks' parameters bit for bit at the end of training; log the
+    fingerprints and fail loudly when the replicas drifted apart (a DDP bug, not noise)."""
+    prints = gather_objects(fingerprint(module), d)
+    runlog.write({"event": "replicas", "fingerprints": prints,
+                  "identical": len(set(prints)) == 1})
+    if len(set(prints)) != 1:
+        raise RuntimeError(f"the {d.world} training processes ended with different "
+                           f"parameters: {prints}")
+
+
 def noise_buckets(t: torch.Tensor, losses: torch.Tensor, edges: tuple[float, ...]
                   ) -> dict[str, tuple[float, int]]:
     """Per-sample losses grouped by noise level ``t`` in [0, 1]: bucket name -> (sum, count)."""

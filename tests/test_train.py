@@ -1,0 +1,232 @@
+"""The training pipeline on a tiny synthetic corpus: codec transforms, every stage, resume,
+DDP with gloo, and release -> export -> verify.
+
+The corpus is two labels of synthetic audio (harmonic tones, noise bursts) written as FLAC in the
+layout ``lmdm-bridge data render`` produces; geometries are shrunk so each stage runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+sf = pytest.importorskip("soundfile")
+
+from lmdm_export.model.stft_codec import StftCodec, StftCodecConfig  # noqa: E402
+from lmdm_export.presets import DefaultGeometry  # noqa: E402
+from lmdm_export.train import loop  # noqa: E402
+from lmdm_export.train.arc import ArcTrainConfig  # noqa: E402
+from lmdm_export.train.arc import train as train_arc  # noqa: E402
+from lmdm_export.train.codec import CodecTrainConfig, load_codec  # noqa: E402
+from lmdm_export.train.codec import train as train_codec  # noqa: E402
+from lmdm_export.train.diffusion import DiffusionTrainConfig, train_base, train_lmdm  # noqa: E402
+from lmdm_export.train.latents import encode_corpus  # noqa: E402
+
+RATE = 8000
+TINY_CODEC = StftCodecConfig(sample_rate=RATE, latent_dim=4, n_fft=64, hop=16, downsamples=1,
+                             encoder_width=16, encoder_blocks=1, decoder_width=16,
+                             decoder_latent_blocks=1, decoder_frame_blocks=1)
+TINY_GEOMETRY = DefaultGeometry(width=32, depth=2, heads=1, cond_dim=16, prompt_tokens=8,
+                                context_frames=8, block_frames=4)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write_corpus(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    records = []
+    for label, caption in (("organ", "church organ chorale"), ("drums", "drum kit groove")):
+        for k in range(4):
+            split = "val" if k == 3 else "train"
+            t = np.arange(int(RATE * 1.5)) / RATE
+            if label == "organ":
+                f0 = 220 * 2 ** (k / 12)
+                x = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in (1, 2, 3)) * 0.2
+            else:
+                x = rng.standard_normal(t.shape) * np.exp(-((t * 4) % 1) * 8) * 0.3
+            rel = f"audio/{label}/{label}-{k}.flac"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(root / rel, x.astype(np.float32), RATE)
+            records.append({"id": f"{label}-{k}", "label": label, "caption": caption,
+                            "split": split, "piece_id": f"{label}-{k}", "sample_rate": RATE,
+                            "path": rel, "duration": len(t) / RATE,
+                            "stems": [{"voice": "all", "path": rel, "program": 0}]})
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return root
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Corpus -> codec -> latents -> base -> lmdm (block-causal) -> arc, all tiny."""
+    work = tmp_path_factory.mktemp("train")
+    corpus = _write_corpus(work / "corpus")
+    codec_cfg = CodecTrainConfig(corpus=str(corpus), out=str(work / "codec"), codec=TINY_CODEC,
+                                 steps=3, batch=2, crop_frames=16, warmup=1, val_every=3,
+                                 loss_resolutions=(64, 128),
+                                 val_clips=2, val_frames=16, stats_clips=4)
+    train_codec(codec_cfg)
+    encode_corpus(work / "codec" / "release.pt", corpus, work / "latents", min_frames=32)
+    common = dict(latents=str(work / "latents"), codec=str(work / "codec" / "release.pt"),
+                  geometry=TINY_GEOMETRY, batch=2, warmup=1, val_every=2, val_windows=2)
+    train_base(DiffusionTrainConfig(out=str(work / "base"), steps=2, **common))
+    train_lmdm(DiffusionTrainConfig(out=str(work / "lmdm"), init=str(work / "base" / "release.pt"),
+                                    steps=2, timesteps="shifted-uniform", **common))
+    train_arc(ArcTrainConfig(latents=str(work / "latents"), out=str(work / "arc"),
+                             init=str(work / "lmdm" / "release.pt"),
+                             base=str(work / "base" / "release.pt"), steps=2, batch=2,
+                             rollout_chunks=2, feature_block=1, head_width=8))
+    return work
+
+
+# -- the codec's transforms --------------------------------------------------------------------
+
+
+def test_stft_codec_transforms_invert_exactly_and_match_their_onnx_form(monkeypatch):
+    """STFT -> iSTFT with the true magnitude and phase is the identity (zero padding, exact
+    window-sum normalisation), and the FFT form used in training equals the DFT-convolution form
+    the ONNX export takes."""
+    import lmdm_export.model.stft_codec as module
+
+    codec = StftCodec(StftCodecConfig())
+    x = torch.randn(2, 1, 1024 * 12) * 0.1
+    re, im = codec.spectrum(x)
+    logmag = torch.log(torch.sqrt(re**2 + im**2)).flatten(1, 2)
+    phase = torch.atan2(im, re).flatten(1, 2)
+    assert (codec.inverse(logmag, phase) - x).abs().max() < 1e-6
+    monkeypatch.setattr(module, "_exporting", lambda: True)
+    re2, im2 = codec.spectrum(x)
+    assert (re - re2).abs().max() < 1e-4 * re.abs().max()
+    assert (codec.inverse(logmag, phase) - x).abs().max() < 1e-6
+
+
+def test_stft_codec_receptive_field_bounds_the_streaming_hold():
+    """A latent frame changes no audio beyond ``receptive_frames`` frames to either side: the
+    streaming decoder's held frames (the manifest's ``decoder_receptive_frames``) suffice."""
+    cfg = StftCodecConfig()
+    torch.manual_seed(0)
+    codec = StftCodec(cfg).eval()
+    with torch.no_grad():  # full-strength residual branches, as after training
+        for module in codec.modules():
+            if hasattr(module, "gamma"):
+                module.gamma.fill_(1.0)
+    frames, j, r = 48, 24, cfg.downsampling_ratio
+    z = torch.randn(1, cfg.latent_dim, frames)
+    bumped = z.clone()
+    bumped[..., j] += 1.0
+    with torch.no_grad():
+        diff = (codec.decode(bumped) - codec.decode(z)).abs()[0, 0]
+    changed = torch.nonzero(diff > 0).flatten()
+    reach = cfg.receptive_frames
+    assert changed.min() >= (j - reach) * r and changed.max() < (j + 1 + reach) * r
+    assert changed.max() >= (j + reach - 1) * r  # and the bound is tight within two frames
+
+
+# -- the stages ----------------------------------------------------------------------------------
+
+
+def test_every_stage_writes_a_release_and_a_log(pipeline):
+    report = json.loads((pipeline / "codec" / "report.json").read_text())
+    assert {"codec", "griffin_lim_mr_stft", "noise_mr_stft"} <= set(report)
+    assert report["codec"]["mr_stft"] > 0
+    index = json.loads((pipeline / "latents" / "index.json").read_text())
+    assert index["items"] == 8 and set(index["frames"]) == {"train", "val"}
+    for stage in ("base", "lmdm", "arc"):
+        payload = torch.load(pipeline / stage / "release.pt", weights_only=False)
+        assert payload["stage"] == stage
+        records = [json.loads(line) for line in (pipeline / stage / "log.jsonl").open()]
+        assert any(r.get("event") == "replicas" and r["identical"] for r in records)
+    base_log = [json.loads(line) for line in (pipeline / "base" / "log.jsonl").open()]
+    assert any("val" in r for r in base_log)
+
+
+def test_codec_normalises_latents_to_unit_scale(pipeline):
+    codec = load_codec(pipeline / "codec" / "release.pt")
+    from lmdm_export.train.latent_data import load_latents
+
+    data = load_latents(pipeline / "latents", "train")
+    std = data.latents.astype(np.float32).std(0)
+    assert np.all((std > 0.3) & (std < 3)), std
+    assert codec.latent_std.min() > 0
+
+
+def test_resume_continues_exactly_where_the_run_stopped(pipeline, tmp_path):
+    """Two steps, stop, resume for two more == four steps in one go (model, EMA, optimiser,
+    data order and every RNG come back from the checkpoint)."""
+    common = dict(latents=str(pipeline / "latents"), codec=str(pipeline / "codec" /
+                  "release.pt"), geometry=TINY_GEOMETRY, batch=2, warmup=1, val_every=100,
+                  val_windows=2)
+    train_base(DiffusionTrainConfig(out=str(tmp_path / "once"), steps=4, **common))
+    train_base(DiffusionTrainConfig(out=str(tmp_path / "twice"), steps=2, **common))
+    train_base(DiffusionTrainConfig(out=str(tmp_path / "twice"), steps=4, **common), resume=True)
+    once = torch.load(tmp_path / "once" / "checkpoint.pt", weights_only=False)
+    twice = torch.load(tmp_path / "twice" / "checkpoint.pt", weights_only=False)
+    assert once["step"] == twice["step"] == 4
+    for name, value in once["model"].items():
+        assert torch.equal(value, twice["model"][name]), name
+
+
+def test_a_run_refuses_to_overwrite_or_to_resume_nothing(pipeline, tmp_path):
+    common = dict(latents=str(pipeline / "latents"), codec=str(pipeline / "codec" /
+                  "release.pt"), geometry=TINY_GEOMETRY, batch=2, steps=1, val_windows=2)
+    with pytest.raises(FileNotFoundError, match="--resume"):
+        train_base(DiffusionTrainConfig(out=str(tmp_path / "new"), **common), resume=True)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_base(DiffusionTrainConfig(out=str(pipeline / "base"), **common))
+
+
+def test_the_train_command_rejects_unknown_config_keys(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('latents = "x"\nstepz = 3\n')
+    result = subprocess.run([sys.executable, "-m", "lmdm_bridge", "train", "base", "--config",
+                             str(bad)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0
+    assert "stepz" in result.stderr
+
+
+def test_an_lmdm_release_exports_to_a_bundle_that_verifies(pipeline, tmp_path):
+    out = tmp_path / "bundle"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for args in (["export", "--checkpoint", str(pipeline / "arc" / "release.pt"), "--out",
+                  str(out), "--sampler", "pingpong", "--steps", "4"],
+                 ["verify", str(out)]):
+        result = subprocess.run([sys.executable, "-m", "lmdm_bridge", *args],
+                                capture_output=True, text=True, cwd=ROOT, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["geometry"]["sample_rate"] == RATE
+    assert manifest["geometry"]["decoder_receptive_frames"] == TINY_CODEC.receptive_frames
+
+
+def test_two_gloo_processes_end_with_identical_parameters(pipeline, tmp_path):
+    """``torchrun`` with two CPU processes (gloo): both exit 0, and the replicas' parameter
+    fingerprints, gathered at the end, are equal."""
+    config = tmp_path / "ddp.toml"
+    config.write_text(
+        f'latents = "{pipeline / "latents"}"\ncodec = "{pipeline / "codec" / "release.pt"}"\n'
+        f'out = "{tmp_path / "ddp"}"\nsteps = 3\nbatch = 2\nwarmup = 1\nval_every = 100\n'
+        f"val_windows = 2\n[geometry]\nwidth = 32\ndepth = 2\nheads = 1\ncond_dim = 16\n"
+        f"prompt_tokens = 8\ncontext_frames = 8\nblock_frames = 4\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(29500 + os.getpid() % 1000), "-m", "lmdm_bridge", "train", "base",
+         "--config", str(config)], capture_output=True, text=True, cwd=ROOT, env=env,
+        timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").open()]
+    start = next(r for r in records if r.get("event") == "start")
+    assert start["world"] == 2
+    replicas = next(r for r in records if r.get("event") == "replicas")
+    assert len(replicas["fingerprints"]) == 2 and replicas["identical"]
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    lrs = [loop.cosine_lr(s, base=1.0, warmup=10, total=100) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[99] < 0.1 and all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
