@@ -11,6 +11,8 @@ import argparse
 import logging
 from pathlib import Path
 
+import torch  # here, so a missing torch fails in require_export_extra with one line
+
 log = logging.getLogger(__name__)
 
 
@@ -31,8 +33,6 @@ def _split(values: list[str] | None) -> tuple[str, ...] | None:
 
 def main(args: argparse.Namespace) -> int:
     """Raises ``ValueError`` / ``FileNotFoundError`` for the caller to report as one line."""
-    import torch
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.action == "classifier":

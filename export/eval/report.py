@@ -27,25 +27,26 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _summary(report: dict) -> list[str]:
     ref = report["reference"]
     rr = ref["real_vs_real_fd"]
-    rows = [["real B vs real A (held-out pieces)",
+    rows = [["real B (other held-out pieces) vs real A",
              _pct(ref["classifier_accuracy_on_real_overall"]), _num(rr), "1.00",
-             _num(ref["tonal_energy_real"]), "—"],
+             _num(ref["tonal_energy_real"]), _num(ref["rms_real"], 3), "—"],
             ["white noise vs real A", "—", _num(ref["noise_vs_real_fd"]),
              _num(ref["noise_vs_real_fd"] / rr if rr else None), _num(ref["tonal_energy_noise"]),
-             "—"]]
+             _num(ref["rms_real"], 3), "—"]]
     for name, b in report["bundles"].items():
         speed = b["speed"]
         rtf = (f"{speed['realtime_factor']:.1f} "
                f"(steady {speed['realtime_factor_steady']:.1f})")
         rows.append([f"**{name}**", _pct(b["adherence"]), _num(b["fd"]), _num(b["fd_ratio"]),
-                     _num(b["tonal_energy"]), rtf])
+                     _num(b["tonal_energy"]), _num(b["rms"], 3), rtf])
     return _table(["signal", "prompt adherence", f"FD vs real A (N={ref['clips']})",
-                   "FD / real-vs-real", "tonal energy (median)", "real-time factor"], rows)
+                   "FD / real-vs-real", "tonal energy (median)", "RMS (median)",
+                   "real-time factor"], rows)
 
 
 def _per_label(report: dict) -> list[str]:
     ref, bundles = report["reference"], report["bundles"]
-    header = ["label", "ref. split", "classifier on real"]
+    header = ["label", "ref. split", "classifier on real B"]
     for name in bundles:
         header += [f"{name} adherence", f"{name} FD", f"{name} tonal"]
     header += ["real-vs-real FD", "real tonal"]
@@ -68,18 +69,20 @@ def _drift(report: dict) -> list[str]:
     first = next(iter(drifts.values()))
     header = ["segment"]
     for name in drifts:
-        header += [f"{name} adherence", f"{name} FD"]
+        header += [f"{name} adherence", f"{name} FD", f"{name} tonal"]
     rows = []
     for k, seg in enumerate(first["segments"]):
         row = [f"{seg['start']:.0f}–{seg['end']:.0f} s"]
         for d in drifts.values():
             s = d["segments"][k] if k < len(d["segments"]) else None
-            row += [_pct(s and s["adherence"]), _num(s and s["fd"])]
+            row += [_pct(s and s["adherence"]), _num(s and s["fd"]),
+                    _num(s and s["tonal_energy"])]
         rows.append(row)
     for key, title in (("first_minute", "first minute"), ("last_minute", "last minute")):
         row = [f"**{title}**"]
         for d in drifts.values():
-            row += [_pct(d[key]["adherence"]), _num(d[key]["fd"])]
+            row += [_pct(d[key]["adherence"]), _num(d[key]["fd"]),
+                    _num(d[key]["tonal_energy"])]
         rows.append(row)
     prompts = "; ".join(f"{k}: '{v}'" for k, v in first["prompts"].items())
     lines = [f"Drift: one {first['stream_seconds'] / 60:g}-minute stream per prompt "

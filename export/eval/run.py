@@ -12,8 +12,9 @@ different pieces; :func:`lmdm_export.eval.clips.reference_sets`):
   A's clips), always on the same clip counts, because FD's small-sample bias is large;
 * **tonal energy**: median over the clips of tonal labels (drums and loops excluded);
 * **drift**: for each of ``stream_labels``, one stream of ``stream_minutes`` from one prompt,
-  cut into ``segment_seconds`` segments; adherence and FD per segment (pooled over the stream
-  labels, against A with equal per-label counts), and the first minute against the last;
+  cut into ``segment_seconds`` segments; adherence, FD and tonal energy per segment (pooled over
+  the stream labels, FD against A with equal per-label counts), and the first minute against
+  the last;
 * **speed**: real-time factor of each bundle over all of the above, decode included.
 
 The report is ``report.json`` plus ``report.md`` (:mod:`lmdm_export.eval.report`).
@@ -161,17 +162,20 @@ def _drift(source: BundleSource, model: LabelClassifier, refs: dict[str, LabelRe
         audio = source.render(refs[label].captions[0], seconds, seed=cfg.seed + 1000)
         stream_rtf[label] = ((source.audio_seconds - audio_s)
                              / max(source.wall_seconds - wall, 1e-9))
-        streams[label] = _score(model, cut_clips(audio, spec.clip_samples), tonal=False)
+        streams[label] = _score(model, cut_clips(audio, spec.clip_samples),
+                                tonal=label not in NON_TONAL)
     total = min(len(s.pred) for s in streams.values())
 
     def window(first: int, count: int) -> dict:
-        hits, gen, real = {}, [], []
+        hits, gen, real, tonal = {}, [], [], []
         for label, s in streams.items():
             hits[label] = float(np.mean(s.pred[first:first + count] == index[label]))
             gen.append(s.emb[first:first + count])
             real.append(refs[label].emb_a[:count])
+            tonal.append(s.tonal[first:first + count])
         return {"adherence": float(np.mean(list(hits.values()))), "adherence_per_label": hits,
-                "fd": _fd(gen, real), "clips_per_label": count}
+                "fd": _fd(gen, real), "tonal_energy": _median(tonal),
+                "clips_per_label": count}
 
     segments = []
     for first in range(0, total - per_segment + 1, per_segment):
@@ -219,12 +223,12 @@ def evaluate(cfg: EvalConfig) -> dict:
                        stream_clips if lab in cfg.stream_labels else 0) for lab in all_labels}
     refs = _references(cfg, all_labels, spec.clip_samples, spec.sample_rate, needed)
     rng = np.random.default_rng(cfg.seed)
-    real, noise = {}, {}
+    real, pred_b, noise = {}, {}, {}
     for lab, ref in refs.items():
         tonal = lab not in NON_TONAL
         real[lab] = _score(model, ref.real_a, tonal)
         ref.emb_a = real[lab].emb
-        ref.emb_b = classify(model, ref.real_b)[1]
+        pred_b[lab], ref.emb_b = classify(model, ref.real_b)
         noise[lab] = _score(model, _noise_like(ref.real_a, rng), tonal)
     counts = {lab: min(cfg.clips, len(refs[lab].real_a), len(refs[lab].real_b))
               for lab in labels}
@@ -244,8 +248,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         "real_vs_real_fd_per_label": {
             lab: _fd([refs[lab].emb_b[:counts[lab]]], [refs[lab].emb_a[:counts[lab]]])
             for lab in labels},
-        "classifier_accuracy_on_real": {
-            lab: float(np.mean(real[lab].pred[:counts[lab]] == index[lab])) for lab in labels},
+        "classifier_accuracy_on_real": {  # on set B, which stands where generated clips do
+            lab: float(np.mean(pred_b[lab][:counts[lab]] == index[lab])) for lab in labels},
         "tonal_energy_real": _median([real[lab].tonal[:counts[lab]] for lab in tonal_labels]),
         "tonal_energy_real_per_label": {
             lab: _median([real[lab].tonal[:counts[lab]]]) for lab in tonal_labels},

@@ -1,8 +1,12 @@
 """``lmdm-bridge eval classifier``: train the label classifier and report its held-out accuracy.
 
-Batches are random 3 s crops of the train split, balanced over labels (a label is drawn
-uniformly, then an item weighted by its length, then a start), each at a random gain of
-``gain_db`` so the classifier does not key on loudness, which generated audio does not match.
+Batches are random 3 s crops of the train split: a label is drawn with probability proportional
+to (its audio duration) ** ``label_power``, then an item weighted by its length, then a start;
+each crop gets a random gain of ``gain_db`` so the classifier does not key on loudness, which
+generated audio does not match. ``label_power`` 0.5 sits between balanced sampling (0) and the
+corpus' own proportions (1). Balanced sampling made the two-piece sonic-pi "electronic" label a
+prior strong enough to claim 22% of the held-out drum grooves in a 3-minute trial (their
+"electronic kit" sounds like those loops); proportions would let large labels drown small ones.
 Training runs for a wall-clock budget (``minutes``) with AdamW and a cosine learning rate over
 that budget; reading the next batch overlaps the current step.
 
@@ -48,6 +52,7 @@ class ClassifierTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     gain_db: tuple[float, float] = (-20.0, 6.0)
+    label_power: float = 0.5  # label drawn with p ~ duration ** label_power
     clip_seconds: float = 3.0
     val_clips: int = 4  # per validation item
     seen_clips: int = 16  # per label, from the train split
@@ -55,20 +60,23 @@ class ClassifierTrainConfig:
     log_every_s: float = 30.0
 
 
-class BalancedCrops:
-    """Random crops (batch, samples), label-balanced, with random gain; labels as indices."""
+class LabelCrops:
+    """Random crops (batch, samples) with random gain and their label indices; labels drawn with
+    p ~ duration ** ``label_power``."""
 
     def __init__(self, items: list[Item], labels: tuple[str, ...], clip_samples: int,
-                 gain_db: tuple[float, float], seed: int) -> None:
+                 gain_db: tuple[float, float], label_power: float, seed: int) -> None:
         self.by_label = [[it for it in items if it.label == lab] for lab in labels]
-        self.weights = [np.array([max(it.frames, 1) for it in group], dtype=np.float64)
-                        for group in self.by_label]
-        self.weights = [w / w.sum() for w in self.weights]
+        frames = [np.array([max(it.frames, 1) for it in group], dtype=np.float64)
+                  for group in self.by_label]
+        self.weights = [f / f.sum() for f in frames]
+        label_p = np.array([f.sum() for f in frames]) ** label_power
+        self.label_p = label_p / label_p.sum()
         self.clip_samples, self.gain_db = clip_samples, gain_db
         self.rng = np.random.default_rng(seed)
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        labels = self.rng.integers(0, len(self.by_label), n)
+        labels = self.rng.choice(len(self.by_label), size=n, p=self.label_p)
         audio = np.empty((n, self.clip_samples), dtype=np.float32)
         for i, lab in enumerate(labels):
             group = self.by_label[lab]
@@ -130,7 +138,8 @@ def train_classifier(cfg: ClassifierTrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     model = LabelClassifier(spec)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    crops = BalancedCrops(train_items, spec.labels, spec.clip_samples, cfg.gain_db, cfg.seed)
+    crops = LabelCrops(train_items, spec.labels, spec.clip_samples, cfg.gain_db,
+                       cfg.label_power, cfg.seed)
     budget = cfg.minutes * 60
     log.info("classifier: %d labels, %d train items, %d val items, %.1f min budget",
              len(spec.labels), len(train_items), len(val_items), cfg.minutes)
