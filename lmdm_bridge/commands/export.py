@@ -23,9 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-encoder", action="append", default=[], metavar="NAME=DIR",
                         help="local copy of a text encoder a checkpoint names, e.g. "
                              "t5-base=/models/t5-base (repeatable)")
-    parser.add_argument("--dtype", choices=("fp32", "fp16", "int8"), default="fp32",
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "int8", "int8-all"),
+                        default="fp32",
                         help="fp32 (default); fp16 for CUDA; int8: dynamic quantization of the "
-                             "DiT's matrix products, for CPUs")
+                             "DiT's matrix products, for CPUs; int8-all: also the text encoder "
+                             "and the VAE (the smallest bundle, e.g. the embedded default)")
     parser.add_argument("--steps", type=int, default=8, help="default sampler steps (8)")
     parser.add_argument("--sampler", choices=("pingpong", "euler"), default="pingpong")
     parser.add_argument("--cfg", type=float, default=1.0, help="default CFG scale (1 = off)")
