@@ -56,9 +56,9 @@ AMPLITUDE = 0.25
 PROMPT, CHANGED = "organ chorale", "distorted breakbeat with sub bass"
 CHANGE_AT, TOTAL = 2.5, 5.0  # seconds of recording at the prompt change, in all
 CEILING = 10 ** (-0.3 / 20)  # the safety limiter's
-# Blocks kept ready ahead of playback: the most the daemon allows, so that a CPU-bound neighbour
-# on a small test machine does not starve the tiny model (a block costs about half its length
-# there; an underrun would shift one run's timeline against the other's).
+# Blocks kept ready ahead of playback: the most the daemon allows, and one onnxruntime thread
+# (config `threads`), so that CPU-bound neighbours on a small test machine rarely starve the
+# tiny model. The checks below hold with underruns too; they only make the run less musical.
 AHEAD = 4
 SLACK = 0.1  # s: OSC delivery, the worker's 50 ms poll, PortAudio's and JACK's buffers
 
@@ -83,7 +83,7 @@ def play(jack: str, tmp_path: Path, name: str, change: bool) -> Take:
     _, bundle = tiny_model_and_bundle()
     record, record_input = tmp_path / f"{name}.wav", tmp_path / f"{name}-input.wav"
     config = tmp_path / f"{name}.toml"
-    config.write_text(f"ahead = {AHEAD}\n")
+    config.write_text(f"ahead = {AHEAD}\nthreads = 1\n")
     served = Served(bundle, "--config", str(config), "--audio", "device", "--input", "system",
                     "--output", "system", "--samplerate", str(RATE), "--blocksize", str(BLOCKSIZE),
                     "--prompt", PROMPT,

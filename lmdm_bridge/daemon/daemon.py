@@ -192,11 +192,11 @@ class Daemon:
         """The generation worker; returns after :meth:`stop` (or the end of a file render)."""
         self.backend.start()
         self.server.start()
-        block_seconds = self.bundle.geometry.block_seconds
         try:
             while not self.stopped.is_set():
                 self._apply(self.server.controls.drain())
                 self._take_loaded()
+                block_seconds = self.model.block_seconds  # a switched model may differ
                 if self.playing and self.feed.queued_seconds < self.config.ahead * block_seconds:
                     self._generate()
                 else:
