@@ -3,6 +3,7 @@ must separate, and ``eval run`` end to end on a random-weight bundle."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -13,8 +14,10 @@ import soundfile as sf
 pytest.importorskip("torch")
 
 from lmdm_bridge.cli import main as cli_main  # noqa: E402
+from lmdm_export.eval.cli import parse_bundle  # noqa: E402
 from lmdm_export.eval.clips import reference_sets, to_mono_rate  # noqa: E402
 from lmdm_export.eval.frechet import frechet_distance  # noqa: E402
+from lmdm_export.eval.report import markdown_report  # noqa: E402
 from lmdm_export.eval.tonal import tonal_energy  # noqa: E402
 from lmdm_export.train.corpus import read_items  # noqa: E402
 
@@ -128,32 +131,43 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 def test_eval_run_end_to_end_on_a_random_bundle(corpus, classifier, tiny_bundle, tmp_path):
     out = tmp_path / "eval"
-    code = cli_main(["eval", "run", "--bundle", f"a={tiny_bundle}", "--bundle",
-                     f"b={tiny_bundle}", "--classifier", str(classifier / "classifier.pt"),
+    code = cli_main(["eval", "run", "--bundle", f"a={tiny_bundle}",
+                     "--classifier", str(classifier / "classifier.pt"),
                      "--corpus", str(corpus), "--out", str(out), "--clips", "2",
-                     "--prompts", "2", "--stream-minutes", "0.1", "--segment-seconds", "3",
-                     "--stream-labels", "sine"])
+                     "--prompts", "1", "--stream-minutes", "0.1", "--segment-seconds", "3",
+                     "--stream-labels", "sine", "--steps", "2"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     ref = report["reference"]
     assert ref["clips"] == 4 and ref["split_per_label"] == {"noise": "val", "sine": "val"}
     for key in ("real_vs_real_fd", "noise_vs_real_fd", "tonal_energy_real"):
         assert isinstance(ref[key], float) and np.isfinite(ref[key])
-    assert set(report["bundles"]) == {"a", "b"}
     b = report["bundles"]["a"]
     assert 0.0 <= b["adherence"] <= 1.0
     assert set(b["adherence_per_label"]) == {"noise", "sine"}
     assert isinstance(b["fd"], float) and b["fd"] >= 0
+    assert all(isinstance(v, float) for v in b["fd_per_label"].values())
     assert 0.0 <= b["tonal_energy"] <= 1.0
     assert b["speed"]["realtime_factor"] > 0 and b["speed"]["realtime_factor_steady"] > 0
     assert b["bundle"]["sample_rate"] == 44100 and b["bundle"]["audio_channels"] == 2
+    assert b["bundle"]["steps"] == 2
     drift = b["drift"]
     assert drift["labels"] == ["sine"] and len(drift["segments"]) == 2
     assert all(0.0 <= s["adherence"] <= 1.0 for s in drift["segments"])
     assert drift["first_minute"]["clips_per_label"] == 2
     md = (out / "report.md").read_text()
-    assert "| **a** |" in md and "| **b** |" in md and "b adherence" in md
-    assert "first minute" in md
+    assert "| **a** |" in md and "first minute" in md
+
+    # two bundles side by side: one column pair each, and the drift comparison
+    report["bundles"]["b"] = copy.deepcopy(b)
+    md = markdown_report(report)
+    assert "| **a** |" in md and "| **b** |" in md
+    assert "a adherence" in md and "b adherence" in md and "FD growth" in md
+
+
+def test_bundle_arguments_take_an_optional_name():
+    assert parse_bundle("arc=runs/arc/bundle") == ("arc", "runs/arc/bundle")
+    assert parse_bundle("runs/lmdm/bundle") == ("bundle", "runs/lmdm/bundle")
 
 
 def test_eval_run_names_an_unknown_label(corpus, classifier, tiny_bundle, tmp_path, capsys):
