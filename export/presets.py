@@ -51,10 +51,10 @@ def _tiny() -> ModelPreset:
 class DefaultGeometry:
     """The sizes of the CPU-trained default model family (training configs may change them)."""
 
-    width: int = 256
+    width: int = 192
     depth: int = 6
-    heads: int = 4
-    cond_dim: int = 256
+    heads: int = 3
+    cond_dim: int = 192
     prompt_tokens: int = 32
     context_frames: int = 144
     block_frames: int = 48
@@ -64,7 +64,7 @@ def default_model_config(geometry: DefaultGeometry = DefaultGeometry(), *,
                          streaming: bool = True, pattern: str = "block-causal",
                          codec: StftCodecConfig | None = None) -> ModelConfig:
     """The CPU-trained default model: 22.05 kHz mono STFT codec (32 latent channels, 1024x,
-    21.5 frames/s), a 6-layer DiT of width 256 with MiniLM prompts, window 144 + 48 frames
+    21.5 frames/s), a 6-layer DiT of width 192 with MiniLM prompts, window 144 + 48 frames
     (6.7 s + 2.2 s). ``streaming=False`` gives its base model (no input-add groups, no stream).
 
     New controls (accompaniment, sketch) are added later as input-add groups by fine-tuning:
@@ -85,7 +85,7 @@ def _default() -> ModelPreset:
     return ModelPreset(
         name="default",
         description="the embedded default model's geometry: STFT codec at 22.05 kHz mono "
-                    "(32 latent channels, 1024x), 6 layers of width 256, window 144 + 48 frames",
+                    "(32 latent channels, 1024x), 6 layers of width 192, window 144 + 48 frames",
         config=default_model_config())
 
 

@@ -41,7 +41,7 @@ def test_sao_small_preset_streams_audio():
 def test_default_preset_streams_audio():
     model = _run("default", steps=2)
     dit_params = sum(p.numel() for p in model.dit.parameters())
-    assert 5e6 < dit_params < 10e6  # small enough for real-time on 2 CPU cores
+    assert 3e6 < dit_params < 8e6  # small enough for real-time on 2 CPU cores
 
 
 def test_unknown_preset_names_the_choices():
