@@ -17,7 +17,10 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test test-fast setup debian clean
+# The default corpus also renders with these soundfonts (configs/data/default.toml).
+DATA_PACKAGES := timgm6mb-soundfont musescore-general-soundfont-small
+
+.PHONY: run test test-fast setup debian clean default-model
 
 run: setup
 	$(BIN)/lmdm-bridge run
@@ -25,6 +28,12 @@ run: setup
 test: setup
 	$(BIN)/ruff check lmdm_bridge export tests
 	$(BIN)/python -m pytest
+
+# From nothing to the embedded default bundle: data, codec, base, LMDM, ARC, export, eval.
+# Hours on 2 CPU cores; re-running resumes where it stopped (scripts/default-model.sh).
+default-model: setup
+	@$(MAKE) --no-print-directory debian DEBIAN_PACKAGES="$(DATA_PACKAGES)"
+	LMDM=$(BIN)/lmdm-bridge sh scripts/default-model.sh
 
 # Everything but the slow (sao-small geometry) tests.
 test-fast: setup

@@ -1,0 +1,45 @@
+#!/bin/sh
+# `make default-model`: from nothing to the embedded default bundle, every step a command.
+# Re-running resumes: finished stages (a release.pt) are skipped, interrupted ones continue
+# from their checkpoint. Run from the repository root with the venv's lmdm-bridge on PATH or
+# LMDM=path/to/lmdm-bridge.
+set -eu
+LMDM=${LMDM:-.venv/bin/lmdm-bridge}
+
+stage() {  # stage NAME CONFIG RUN_DIR: train unless released, resuming a checkpoint
+    if [ -f "$3/release.pt" ]; then
+        echo "== $1: $3/release.pt exists, skipped"
+    elif [ -f "$3/checkpoint.pt" ]; then
+        echo "== $1: resuming $3"
+        $LMDM train "$1" --config "$2" --resume
+    else
+        echo "== $1: training into $3"
+        $LMDM train "$1" --config "$2"
+    fi
+}
+
+echo "== data: rendering the corpus into data/corpus (resumes)"
+$LMDM data render --config configs/data/default.toml --out data/corpus
+stage autoencoder configs/train/autoencoder.toml runs/codec
+echo "== data: encoding latents into data/latents (resumes)"
+$LMDM data encode --codec runs/codec/release.pt --corpus data/corpus --out data/latents
+stage base configs/train/base.toml runs/base
+stage lmdm configs/train/lmdm.toml runs/lmdm
+stage arc configs/train/arc.toml runs/arc
+
+# The fine-tuned and the ARC-forced models as fp32 bundles (compared by eval), and the shipped
+# form: ARC-forced, int8, few ping-pong steps without CFG (ARC models need no guidance).
+$LMDM export --checkpoint runs/lmdm/release.pt --out runs/bundles/lmdm --force \
+    --no-source-weights --sampler euler --steps 16 --cfg 3
+$LMDM export --checkpoint runs/arc/release.pt --out runs/bundles/arc --force \
+    --no-source-weights --sampler pingpong --steps 8 --cfg 1
+$LMDM export --checkpoint runs/arc/release.pt --out lmdm_bridge/default_bundle --force \
+    --no-source-weights --dtype int8-all --sampler pingpong --steps 8 --cfg 1
+$LMDM verify lmdm_bridge/default_bundle --checkpoint runs/arc/release.pt
+
+[ -f runs/classifier/classifier.pt ] || \
+    $LMDM eval classifier --corpus data/corpus --out runs/classifier
+$LMDM eval run --bundle lmdm=runs/bundles/lmdm --bundle arc=runs/bundles/arc \
+    --bundle default=lmdm_bridge/default_bundle --classifier runs/classifier/classifier.pt \
+    --corpus data/corpus --out runs/eval
+echo "== done: lmdm_bridge/default_bundle; evaluation in runs/eval/report.md"
