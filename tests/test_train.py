@@ -145,6 +145,20 @@ def test_every_stage_writes_a_release_and_a_log(pipeline):
     assert any("val" in r for r in base_log)
 
 
+def test_the_lmdm_stage_also_trains_the_enc_dec_variant(pipeline, tmp_path):
+    common = dict(latents=str(pipeline / "latents"), codec=str(pipeline / "codec" /
+                  "release.pt"), geometry=TINY_GEOMETRY, batch=2, warmup=1, val_every=1,
+                  val_windows=2)
+    train_lmdm(DiffusionTrainConfig(out=str(tmp_path / "ed"), pattern="enc-dec", steps=1,
+                                    init=str(pipeline / "base" / "release.pt"), **common))
+    payload = torch.load(tmp_path / "ed" / "release.pt", weights_only=False)
+    assert payload["stage"] == "lmdm" and payload["pattern"] == "enc-dec"
+    with pytest.raises(ValueError, match="block-causal"):
+        train_arc(ArcTrainConfig(latents=str(pipeline / "latents"), out=str(tmp_path / "arc"),
+                                 init=str(tmp_path / "ed" / "release.pt"),
+                                 base=str(pipeline / "base" / "release.pt"), steps=1))
+
+
 def test_codec_normalises_latents_to_unit_scale(pipeline):
     codec = load_codec(pipeline / "codec" / "release.pt")
     from lmdm_export.train.latent_data import load_latents
