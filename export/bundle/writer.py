@@ -187,7 +187,10 @@ def _convert(role: str, path: Path, dtype: str) -> None:
     the text encoder's (matrix products and embedding table) and the VAE's, for a compact
     bundle to ship; fp16: every float weight and activation in half precision, inputs and
     outputs kept float32."""
-    if (dtype == "int8" and role in DIT_GRAPHS) or dtype == "int8-all":
+    # The conditioning graph runs once per prompt and is small: int8 would cost precision
+    # (its projections set the whole stream's prompt) and buy neither speed nor size.
+    if (dtype == "int8" and role in DIT_GRAPHS) or (dtype == "int8-all" and
+                                                    role != "conditioning"):
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         ops = ["MatMul", "Gemm", "Gather"] if role == "text_encoder" else ["MatMul", "Gemm"]
@@ -195,10 +198,10 @@ def _convert(role: str, path: Path, dtype: str) -> None:
         quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8,
                          op_types_to_quantize=ops)
         quantized.replace(path)
-        if dtype == "int8-all":
-            model = onnx.load(str(path))
-            _store_half(model)
-            onnx.save(model, str(path))
+    if dtype == "int8-all":
+        model = onnx.load(str(path))
+        _store_half(model)
+        onnx.save(model, str(path))
     elif dtype == "fp16" and role != "text_encoder":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 

@@ -35,7 +35,7 @@ class CodecTrainConfig:
     corpus: str = "data/corpus"
     out: str = "runs/codec"
     codec: StftCodecConfig = field(default_factory=StftCodecConfig)
-    steps: int = 5000
+    steps: int = 3500
     batch: int = 8
     crop_frames: int = 32  # latent frames per crop: 32 x 1024 samples = 1.49 s at 22.05 kHz
     lr: float = 1e-3
