@@ -194,6 +194,19 @@ def test_a_run_refuses_to_overwrite_or_to_resume_nothing(pipeline, tmp_path):
         train_base(DiffusionTrainConfig(out=str(pipeline / "base"), **common))
 
 
+def test_latents_of_another_codec_are_refused(pipeline, tmp_path):
+    """A retrained codec makes old latent shards stale: the diffusion stages say so."""
+    payload = torch.load(pipeline / "codec" / "release.pt", weights_only=False)
+    name = next(iter(payload["state_dict"]))
+    payload["state_dict"][name] = payload["state_dict"][name] + 1e-3
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="re-encode"):
+        train_base(DiffusionTrainConfig(latents=str(pipeline / "latents"),
+                                        codec=str(tmp_path / "other.pt"),
+                                        out=str(tmp_path / "base"), geometry=TINY_GEOMETRY,
+                                        batch=2, steps=1, val_windows=2))
+
+
 def test_the_train_command_rejects_unknown_config_keys(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('latents = "x"\nstepz = 3\n')

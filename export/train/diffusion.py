@@ -28,6 +28,7 @@ builds the whole bundle from it.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import time
@@ -233,6 +234,15 @@ def _codec_payload(path: str | Path) -> dict:
     return payload
 
 
+def _check_latents_match(latents: str, codec: nn.Module, codec_path: str) -> None:
+    """The latents must come from this very codec: a retrained codec makes old shards stale."""
+    index = json.loads((Path(latents) / "index.json").read_text())
+    if index.get("codec_fingerprint") != loop.fingerprint(codec):
+        raise ValueError(f"{latents} was encoded with another codec ({index.get('codec')}) than "
+                         f"{codec_path}: re-encode it with `lmdm-bridge data encode --codec "
+                         f"{codec_path} --corpus CORPUS --out {latents}` (delete it first)")
+
+
 def _init_from(model: LMDM, path: str) -> list[str]:
     """Copy every tensor of a previous release whose name and shape match; returns the names of
     the model's tensors that stayed freshly initialised."""
@@ -281,6 +291,7 @@ def train_stage(stage: str, cfg: DiffusionTrainConfig, *, resume: bool = False) 
 
     model = build_model(config)
     model.autoencoder.load_state_dict(codec["state_dict"])  # carried into the release
+    _check_latents_match(cfg.latents, model.autoencoder, cfg.codec)
     if cfg.init:
         fresh = _init_from(model, cfg.init)
         if d.main:

@@ -7,7 +7,8 @@ encodes as a seamless loop and every item fills a training window.
 
 Layout of ``out/``::
 
-    index.json                 codec path and config, shards, item count, frames per split
+    index.json                 codec path, config and weight fingerprint, shards, item count,
+                               frames per split
     shard-00000.npz            latents (sum_T, D) float16, offsets (n + 1,), ids, captions,
                                labels, splits, piece_ids; with stems also stem_latents,
                                stem_offsets, stem_owner (index of the item each stem belongs to)
@@ -30,6 +31,7 @@ import torch
 
 from lmdm_export.model.stft_codec import StftCodec
 from lmdm_export.train.corpus import Item, read_items
+from lmdm_export.train.loop import fingerprint
 
 log = logging.getLogger(__name__)
 SHARD_ITEMS = 256
@@ -87,6 +89,7 @@ def encode_corpus(codec_path: str | Path, corpus: str | Path, out: str | Path, *
             for split, n in zip(z["splits"], np.diff(z["offsets"]), strict=True):
                 frames[str(split)] = frames.get(str(split), 0) + int(n)
     index = {"codec": str(codec_path), "codec_config": asdict(codec.config),
+             "codec_fingerprint": fingerprint(codec),
              "latent_rate": codec.config.sample_rate / ratio, "items": len(items),
              "stems": stems, "min_frames": min_frames, "frames": frames, "shards": shards}
     (out / "index.json").write_text(json.dumps(index, indent=1))
