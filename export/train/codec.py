@@ -65,11 +65,21 @@ class CodecTrainee(nn.Module):
         return self.codec.decode(z), kl
 
 
+def read_codec_release(path: str | Path) -> dict:
+    """The payload of a released codec: ``kind``, ``config`` and ``state_dict``."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"codec {path} not found: train it with "
+                                "`lmdm-bridge train autoencoder`")
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or payload.get("kind") != RELEASE_KIND:
+        raise ValueError(f"{path} is not a released STFT codec: train it with "
+                         "`lmdm-bridge train autoencoder`")
+    return payload
+
+
 def load_codec(path: str | Path) -> StftCodec:
     """A released codec (``release.pt`` of this stage)."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if payload.get("kind") != RELEASE_KIND:
-        raise ValueError(f"{path} is not a released STFT codec (kind {payload.get('kind')!r})")
+    payload = read_codec_release(path)
     codec = StftCodec(StftCodecConfig(**payload["config"]))
     codec.load_state_dict(payload["state_dict"])
     return codec.eval()

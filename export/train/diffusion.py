@@ -46,7 +46,7 @@ from lmdm_export.model.stft_codec import StftCodecConfig
 from lmdm_export.presets import DefaultGeometry, default_model_config
 from lmdm_export.release import load_release, release_payload
 from lmdm_export.train import loop
-from lmdm_export.train.codec import RELEASE_KIND as CODEC_KIND
+from lmdm_export.train.codec import read_codec_release
 from lmdm_export.train.latent_data import LatentSet, WindowSampler, fixed_windows, load_latents
 
 log = logging.getLogger(__name__)
@@ -223,17 +223,6 @@ def weighted_loss(v: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
     return per_item.mean(), per_item
 
 
-def _codec_payload(path: str | Path) -> dict:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"codec {path} not found: train it with "
-                                "`lmdm-bridge train autoencoder`")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if payload.get("kind") != CODEC_KIND:
-        raise ValueError(f"{path} is not a released codec: train it with "
-                         "`lmdm-bridge train autoencoder`")
-    return payload
-
-
 def _check_latents_match(latents: str, codec: nn.Module, codec_path: str) -> None:
     """The latents must come from this very codec: a retrained codec makes old shards stale."""
     index = json.loads((Path(latents) / "index.json").read_text())
@@ -282,9 +271,9 @@ def train_stage(stage: str, cfg: DiffusionTrainConfig, *, resume: bool = False) 
     if d.main:
         loop.check_resume(run_dir, resume)
     loop.seed_everything(cfg.seed + d.rank)
-    codec = _codec_payload(cfg.codec)
+    codec = read_codec_release(cfg.codec)
     config = model_config(cfg, stage, StftCodecConfig(**codec["config"]))
-    frames = (config.stream or default_model_config(cfg.geometry).stream).window_frames
+    frames = cfg.geometry.context_frames + cfg.geometry.block_frames  # base and LMDM alike
     train_set, val_set = load_latents(cfg.latents, "train"), load_latents(cfg.latents, "val")
     sampler = WindowSampler(train_set, frames, seed=cfg.seed * 1000 + d.rank)
     val_x, val_idx = fixed_windows(val_set, cfg.val_windows, frames)
