@@ -26,6 +26,7 @@ from lmdm_export.train.arc import ArcTrainConfig  # noqa: E402
 from lmdm_export.train.arc import train as train_arc  # noqa: E402
 from lmdm_export.train.codec import CodecTrainConfig, load_codec  # noqa: E402
 from lmdm_export.train.codec import train as train_codec  # noqa: E402
+from lmdm_export.train.codec_probe import pitch_report, tone_frequency  # noqa: E402
 from lmdm_export.train.diffusion import DiffusionTrainConfig, train_base, train_lmdm  # noqa: E402
 from lmdm_export.train.latents import encode_corpus  # noqa: E402
 
@@ -105,6 +106,31 @@ def test_stft_codec_transforms_invert_exactly_and_match_their_onnx_form(monkeypa
     assert (codec.inverse(logmag, phase) - x).abs().max() < 1e-6
 
 
+def test_tone_frequency_and_the_pitch_report_on_known_signals():
+    """The pitch probe finds a tone's frequency to a cent, reports no error or periodicity change
+    for a transparent codec, and catches a codec that can only return signals periodic in one
+    latent hop (what a phase-blind encoder with a shift-equivariant decoder does to a stationary
+    tone): 440 Hz comes back on the 21.5 Hz grid, 37 cents flat, with periodicity 0."""
+    rate, hop = 22050, 1024
+    t = np.arange(rate * 2) / rate
+    for f in (97.0, 440.0, 1234.5):
+        assert abs(1200 * np.log2(tone_frequency(np.sin(2 * np.pi * f * t), rate) / f)) < 1
+    transparent = pitch_report(lambda x: x, rate, hop)
+    assert transparent["median_abs_error_cents"] < 1
+    assert transparent["periodicity"] == transparent["periodicity_input"]
+    assert min(transparent["periodicity_input"].values()) > 0.5  # no input repeats every hop
+
+    def periodic(x):  # one hop of the 440 Hz tone repeated: partials on the sample_rate/hop grid
+        n = x.shape[-1]
+        return x[..., :hop].repeat(1, 1, n // hop)
+
+    snapped = pitch_report(periodic, rate, hop, tones=(440.0,))
+    # the fundamental (strongest partial) moves to the grid line nearest 440 Hz: 20 x 21.53 Hz
+    assert snapped["error_cents"]["440"] == pytest.approx(1200 * np.log2(20 * rate / hop / 440),
+                                                          abs=2)
+    assert snapped["periodicity"]["440"] < 1e-3
+
+
 def test_stft_codec_receptive_field_bounds_the_streaming_hold():
     """A latent frame changes no audio beyond ``receptive_frames`` frames to either side: the
     streaming decoder's held frames (the manifest's ``decoder_receptive_frames``) suffice."""
@@ -132,8 +158,14 @@ def test_stft_codec_receptive_field_bounds_the_streaming_hold():
 
 def test_every_stage_writes_a_release_and_a_log(pipeline):
     report = json.loads((pipeline / "codec" / "report.json").read_text())
-    assert {"codec", "griffin_lim_mr_stft", "noise_mr_stft"} <= set(report)
+    assert {"codec", "griffin_lim_mr_stft", "noise_mr_stft", "tonal_energy_real",
+            "sine_tones"} <= set(report)
     assert report["codec"]["mr_stft"] > 0
+    # the synthetic organ tones are tonal, the drums are left out of the figure
+    assert report["tonal_energy_real"] > 0.9 and 0 <= report["codec"]["tonal_energy"] <= 1
+    assert set(report["sine_tones"]["error_cents"]) == {"110", "261.63", "440", "987.77"}
+    log = [json.loads(line) for line in (pipeline / "codec" / "log.jsonl").read_text().splitlines()]
+    assert any("tonal_energy" in r.get("val", {}) for r in log)
     index = json.loads((pipeline / "latents" / "index.json").read_text())
     assert index["items"] == 8 and set(index["frames"]) == {"train", "val"}
     for stage in ("base", "lmdm", "arc"):

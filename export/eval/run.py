@@ -37,12 +37,11 @@ from lmdm_export.eval.clips import cut_clips, reference_sets
 from lmdm_export.eval.frechet import frechet_distance
 from lmdm_export.eval.generate import BundleSource
 from lmdm_export.eval.report import markdown_report
+from lmdm_export.eval.tonal import NON_TONAL_LABELS as NON_TONAL
 from lmdm_export.eval.tonal import tonal_energy
 from lmdm_export.train.corpus import Item, read_items
 
 log = logging.getLogger(__name__)
-
-NON_TONAL = frozenset({"drums", "percussion", "electronic"})
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@
 Loss: multi-resolution STFT distance + ``kl_weight`` x KL per latent element. Batches are random
 crops of the train split with a random gain (so quiet input encodes well too). Every
 ``val_every`` steps the fixed validation clips are reconstructed through the posterior mean and
-the MR-STFT distance and SI-SDR are logged. At the end the per-channel latent statistics of the
-train split are folded into the codec (the DiT sees unit-variance latents) and ``release.pt`` plus
-``report.json`` are written; the report puts the codec's figures beside Griffin-Lim on the true
-magnitudes and white noise.
+the MR-STFT distance, SI-SDR and the tonal energy of tonal clips' reconstructions are logged. At
+the end the per-channel latent statistics of the train split are folded into the codec (the DiT
+sees unit-variance latents) and ``release.pt`` plus ``report.json`` are written; the report puts
+the codec's figures beside Griffin-Lim on the true magnitudes, white noise and the real clips'
+tonal energy, and adds the pitch of sine tones through the codec (:mod:`.codec_probe`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lmdm_export.eval.tonal import NON_TONAL_LABELS
 from lmdm_export.model.stft_codec import StftCodec, StftCodecConfig
 from lmdm_export.train import loop
+from lmdm_export.train.codec_probe import median_tonal_energy, pitch_report
 from lmdm_export.train.corpus import CropSampler, fixed_clips, read_items
 from lmdm_export.train.spectral import griffin_lim, mr_stft, si_sdr
 
@@ -85,11 +88,26 @@ def load_codec(path: str | Path) -> StftCodec:
     return codec.eval()
 
 
-@torch.no_grad()
-def evaluate(codec: StftCodec, clips: Tensor, resolutions: tuple[int, ...]) -> dict[str, float]:
-    recon = codec.decode(codec.encode(clips, sample=False))
-    return {"mr_stft": float(mr_stft(recon, clips, resolutions)),
-            "si_sdr_median": float(si_sdr(recon, clips).median())}
+def reconstruct(codec: StftCodec, audio: Tensor) -> Tensor:
+    """(B, C, N) -> (B, C, N) through the posterior mean."""
+    with torch.no_grad():
+        return codec.decode(codec.encode(audio, sample=False))
+
+
+def evaluate(codec: StftCodec, clips: Tensor, resolutions: tuple[int, ...],
+             tonal_clips: Tensor) -> dict[str, float | None]:
+    """MR-STFT distance and SI-SDR on ``clips``, tonal energy of ``tonal_clips``' reconstructions
+    and their RMS over the real clips' RMS."""
+    recon = reconstruct(codec, clips)
+    figures = {"mr_stft": float(mr_stft(recon, clips, resolutions)),
+               "si_sdr_median": float(si_sdr(recon, clips).median()),
+               "tonal_energy": None, "tonal_rms_ratio": None}
+    if len(tonal_clips):
+        tonal_recon = reconstruct(codec, tonal_clips)
+        rms = tonal_recon.pow(2).mean().sqrt() / tonal_clips.pow(2).mean().sqrt().clamp(min=1e-9)
+        figures.update(tonal_energy=median_tonal_energy(tonal_recon),
+                       tonal_rms_ratio=round(float(rms), 4))
+    return figures
 
 
 @torch.no_grad()
@@ -132,6 +150,7 @@ def train(cfg: CodecTrainConfig, *, resume: bool = False) -> Path:
                          "render the corpus at the codec's rate")
     sampler = CropSampler(train_items, cfg.crop_frames * ratio, seed=cfg.seed * 1000 + d.rank)
     val = torch.from_numpy(fixed_clips(val_items, cfg.val_clips, cfg.val_frames * ratio))
+    val_tonal = tonal_clips(val_items, cfg)
 
     codec = StftCodec(cfg.codec).to(d.device)
     model = loop.wrap_ddp(CodecTrainee(codec), d)
@@ -173,14 +192,24 @@ def train(cfg: CodecTrainConfig, *, resume: bool = False) -> Path:
                           "grad_norm": float(grad)})
         if d.main and (step % cfg.val_every == 0 or step == cfg.steps):
             codec.eval()
-            runlog.write({"step": step, "val": evaluate(codec, val, cfg.loss_resolutions)})
+            runlog.write({"step": step,
+                          "val": evaluate(codec, val, cfg.loss_resolutions, val_tonal)})
             codec.train()
         if time.monotonic() - last_save > 60 * cfg.checkpoint_minutes or step == cfg.steps:
             ckpt.save(_state(codec, opt, step, sampler, cfg, d))
             last_save = time.monotonic()
     loop.check_replicas(codec, d, runlog)
     runlog.close()
-    return finalize(cfg, codec, ckpt, val, train_items, d)
+    return finalize(cfg, codec, ckpt, val, val_tonal, train_items, d)
+
+
+def tonal_clips(val_items, cfg: CodecTrainConfig) -> Tensor:
+    """The fixed validation clips of tonal labels, (B, C, N); (0, C, N) when there are none."""
+    items = [it for it in val_items if it.label not in NON_TONAL_LABELS]
+    length = cfg.val_frames * cfg.codec.downsampling_ratio
+    if not items:
+        return torch.zeros(0, 1, length)
+    return torch.from_numpy(fixed_clips(items, cfg.val_clips, length))
 
 
 def _state(codec: StftCodec, opt, step: int, sampler: CropSampler, cfg, d: loop.Dist) -> dict:
@@ -191,7 +220,7 @@ def _state(codec: StftCodec, opt, step: int, sampler: CropSampler, cfg, d: loop.
 
 
 def finalize(cfg: CodecTrainConfig, codec: StftCodec, ckpt: loop.Checkpointer, val: Tensor,
-             train_items, d: loop.Dist) -> Path:
+             val_tonal: Tensor, train_items, d: loop.Dist) -> Path:
     """Fold latent statistics, write ``release.pt`` and ``report.json`` (rank 0)."""
     codec.eval()
     clips = fixed_clips(train_items, cfg.stats_clips, cfg.val_frames * cfg.codec.downsampling_ratio,
@@ -202,7 +231,10 @@ def finalize(cfg: CodecTrainConfig, codec: StftCodec, ckpt: loop.Checkpointer, v
                                        "state_dict": codec.state_dict()})
     if d.main:
         report = {"val_clips": len(val), "val_seconds": val.shape[-1] / cfg.codec.sample_rate,
-                  "codec": evaluate(codec, val, cfg.loss_resolutions), **baselines(val, cfg),
+                  "codec": evaluate(codec, val, cfg.loss_resolutions, val_tonal),
+                  **baselines(val, cfg), "tonal_energy_real": median_tonal_energy(val_tonal),
+                  "sine_tones": pitch_report(lambda x: reconstruct(codec, x),
+                                             cfg.codec.sample_rate, cfg.codec.downsampling_ratio),
                   "latent_std_raw": [round(float(s), 3) for s in std]}
         (Path(cfg.out) / "report.json").write_text(json.dumps(report, indent=1))
         log.info("codec report: %s", report)
