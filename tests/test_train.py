@@ -159,11 +159,12 @@ def test_stft_codec_receptive_field_bounds_the_streaming_hold():
 def test_every_stage_writes_a_release_and_a_log(pipeline):
     report = json.loads((pipeline / "codec" / "report.json").read_text())
     assert {"codec", "griffin_lim_mr_stft", "noise_mr_stft", "tonal_energy_real",
-            "sine_tones"} <= set(report)
+            "held_tones"} <= set(report)
     assert report["codec"]["mr_stft"] > 0
-    # the synthetic organ tones are tonal, the drums are left out of the figure
-    assert report["tonal_energy_real"] > 0.9 and 0 <= report["codec"]["tonal_energy"] <= 1
-    assert set(report["sine_tones"]["error_cents"]) == {"110", "261.63", "440", "987.77"}
+    # the organ tones' figure (drums left out): far above white noise's 0.01 even on these
+    # 64 ms clips, shorter than the metric's 2048-point window
+    assert 0.3 < report["tonal_energy_real"] <= 1 and 0 <= report["codec"]["tonal_energy"] <= 1
+    assert set(report["held_tones"]["error_cents"]) == {"110", "261.63", "440", "987.77"}
     log = [json.loads(line) for line in (pipeline / "codec" / "log.jsonl").read_text().splitlines()]
     assert any("tonal_energy" in r.get("val", {}) for r in log)
     index = json.loads((pipeline / "latents" / "index.json").read_text())

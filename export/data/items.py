@@ -86,7 +86,7 @@ class Worker:
         source = self.config.score_source(job.source)
         piece = load_piece(job.ref, source)
         if piece.performance.duration < source.min_seconds:
-            raise ValueError(f"{piece.performance.duration:.1f} s is shorter than "
+            raise ValueError(f"{piece.performance.duration:.2f} s is shorter than "
                              f"min_seconds {source.min_seconds}")
         done = seconds = 0
         for v in job.variants:

@@ -233,8 +233,9 @@ def finalize(cfg: CodecTrainConfig, codec: StftCodec, ckpt: loop.Checkpointer, v
         report = {"val_clips": len(val), "val_seconds": val.shape[-1] / cfg.codec.sample_rate,
                   "codec": evaluate(codec, val, cfg.loss_resolutions, val_tonal),
                   **baselines(val, cfg), "tonal_energy_real": median_tonal_energy(val_tonal),
-                  "sine_tones": pitch_report(lambda x: reconstruct(codec, x),
-                                             cfg.codec.sample_rate, cfg.codec.downsampling_ratio),
+                  "held_tones": pitch_report(lambda x: reconstruct(codec, x),
+                                             cfg.codec.sample_rate, cfg.codec.downsampling_ratio,
+                                             channels=cfg.codec.audio_channels),
                   "latent_std_raw": [round(float(s), 3) for s in std]}
         (Path(cfg.out) / "report.json").write_text(json.dumps(report, indent=1))
         log.info("codec report: %s", report)

@@ -58,13 +58,14 @@ def harmonic_tones(sample_rate: int, samples: int, tones: tuple[float, ...] = PR
 
 @torch.no_grad()
 def pitch_report(reconstruct, sample_rate: int, hop: int, seconds: float = 3.0,
-                 tones: tuple[float, ...] = PROBE_TONES_HZ) -> dict:
-    """Harmonic tones through ``reconstruct`` ((B, 1, N) -> (B, 1, N)): for each, the distance in
-    cents from the reconstruction's strongest partial to the nearest partial of the input, and
-    the periodicity in ``hop`` samples, measured on the middle half (no edges)."""
+                 tones: tuple[float, ...] = PROBE_TONES_HZ, channels: int = 1) -> dict:
+    """Harmonic tones through ``reconstruct`` ((B, channels, N) -> (B, channels, N), the same
+    tone in every channel): for each, the distance in cents from the reconstruction's strongest
+    partial (first channel) to the nearest partial of the input, and the periodicity in ``hop``
+    samples, measured on the middle half (no edges)."""
     samples = int(seconds * sample_rate) // hop * hop
     x = harmonic_tones(sample_rate, samples, tones)
-    out = reconstruct(x)[:, 0].numpy()
+    out = reconstruct(x.expand(-1, channels, -1).contiguous())[:, 0].numpy()
     mid = slice(samples // 4, 3 * samples // 4)
     errors, periodicity, periodicity_input = {}, {}, {}
     for f, y, ref in zip(tones, out, x[:, 0].numpy(), strict=True):

@@ -87,7 +87,12 @@ class DiffusionTrainConfig:
 
 class CachedEncoder:
     """A frozen text encoder's ``(prompts, max_length, device) -> (hidden, mask)`` with a
-    per-prompt memo: training captions repeat, and MiniLM would otherwise dominate a step."""
+    per-prompt memo: training captions repeat, and MiniLM would otherwise dominate a step.
+
+    Each new prompt is encoded on its own: in a batch, CPU matrix kernels may round a prompt's
+    states differently depending on its batch mates, which depend on what the memo already
+    holds, so a resumed run (empty memo) would drift from an uninterrupted one in the last bits.
+    """
 
     def __init__(self, encoder) -> None:
         self.encoder = encoder
@@ -96,11 +101,9 @@ class CachedEncoder:
         self.memo: dict[tuple[str, int], tuple[Tensor, Tensor]] = {}
 
     def __call__(self, prompts: list[str], max_length: int, device) -> tuple[Tensor, Tensor]:
-        missing = sorted({p for p in prompts if (p, max_length) not in self.memo})
-        if missing:
-            hidden, mask = self.encoder(missing, max_length, "cpu")
-            for i, p in enumerate(missing):
-                self.memo[(p, max_length)] = (hidden[i], mask[i])
+        for p in sorted({p for p in prompts if (p, max_length) not in self.memo}):
+            hidden, mask = self.encoder([p], max_length, "cpu")
+            self.memo[(p, max_length)] = (hidden[0], mask[0])
         pairs = [self.memo[(p, max_length)] for p in prompts]
         return (torch.stack([h for h, _ in pairs]).to(device),
                 torch.stack([m for _, m in pairs]).to(device))
