@@ -37,8 +37,7 @@ from lmdm_export.eval.clips import cut_clips, reference_sets
 from lmdm_export.eval.frechet import frechet_distance
 from lmdm_export.eval.generate import BundleSource
 from lmdm_export.eval.report import markdown_report
-from lmdm_export.eval.tonal import NON_TONAL_LABELS as NON_TONAL
-from lmdm_export.eval.tonal import tonal_energy
+from lmdm_export.eval.tonal import NON_TONAL_LABELS, tonal_energy
 from lmdm_export.train.corpus import Item, read_items
 
 log = logging.getLogger(__name__)
@@ -162,7 +161,7 @@ def _drift(source: BundleSource, model: LabelClassifier, refs: dict[str, LabelRe
         stream_rtf[label] = ((source.audio_seconds - audio_s)
                              / max(source.wall_seconds - wall, 1e-9))
         streams[label] = _score(model, cut_clips(audio, spec.clip_samples),
-                                tonal=label not in NON_TONAL)
+                                tonal=label not in NON_TONAL_LABELS)
     total = min(len(s.pred) for s in streams.values())
 
     def window(first: int, count: int) -> dict:
@@ -224,14 +223,14 @@ def evaluate(cfg: EvalConfig) -> dict:
     rng = np.random.default_rng(cfg.seed)
     real, pred_b, noise = {}, {}, {}
     for lab, ref in refs.items():
-        tonal = lab not in NON_TONAL
+        tonal = lab not in NON_TONAL_LABELS
         real[lab] = _score(model, ref.real_a, tonal)
         ref.emb_a = real[lab].emb
         pred_b[lab], ref.emb_b = classify(model, ref.real_b)
         noise[lab] = _score(model, _noise_like(ref.real_a, rng), tonal)
     counts = {lab: min(cfg.clips, len(refs[lab].real_a), len(refs[lab].real_b))
               for lab in labels}
-    tonal_labels = [lab for lab in labels if lab not in NON_TONAL]
+    tonal_labels = [lab for lab in labels if lab not in NON_TONAL_LABELS]
     log.info("references: %s", ", ".join(f"{lab} {counts[lab]} ({refs[lab].split})"
                                          for lab in labels))
 
@@ -268,7 +267,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         for i, lab in enumerate(labels):
             clips = _generate_label(source, refs[lab], counts[lab], spec.clip_samples,
                                     spec.clip_seconds, seed=cfg.seed + 100 * i)
-            gen[lab] = _score(model, clips, lab not in NON_TONAL)
+            gen[lab] = _score(model, clips, lab not in NON_TONAL_LABELS)
             log.info("  %s: adherence %.2f", lab, np.mean(gen[lab].pred == index[lab]))
         adherence = {lab: float(np.mean(gen[lab].pred == index[lab])) for lab in labels}
         fd = _fd([gen[lab].emb for lab in labels],

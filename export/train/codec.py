@@ -7,7 +7,8 @@ the MR-STFT distance, SI-SDR and the tonal energy of tonal clips' reconstruction
 the end the per-channel latent statistics of the train split are folded into the codec (the DiT
 sees unit-variance latents) and ``release.pt`` plus ``report.json`` are written; the report puts
 the codec's figures beside Griffin-Lim on the true magnitudes, white noise and the real clips'
-tonal energy, and adds the pitch of sine tones through the codec (:mod:`.codec_probe`).
+tonal energy, and adds the pitch of held harmonic tones through the codec
+(:mod:`.codec_probe`).
 """
 
 from __future__ import annotations
@@ -204,7 +205,8 @@ def train(cfg: CodecTrainConfig, *, resume: bool = False) -> Path:
 
 
 def tonal_clips(val_items, cfg: CodecTrainConfig) -> Tensor:
-    """The fixed validation clips of tonal labels, (B, C, N); (0, C, N) when there are none."""
+    """The fixed validation clips of tonal labels, (B, 1, N) like ``fixed_clips``; (0, 1, N)
+    when there are none."""
     items = [it for it in val_items if it.label not in NON_TONAL_LABELS]
     length = cfg.val_frames * cfg.codec.downsampling_ratio
     if not items:
