@@ -152,6 +152,7 @@ def ort_blocks(bundle: Path, method: str, steps: int, sampler: str, cfg: float,
 def vae_decode_times(bundle: Path, blocks: int, threads: int) -> list[float]:
     import onnxruntime as ort
 
+    from lmdm_bridge.decode import whole_decode_feeds
     from lmdm_bridge.manifest import read_manifest
 
     manifest = read_manifest(bundle, check_files=False)
@@ -162,11 +163,12 @@ def vae_decode_times(bundle: Path, blocks: int, threads: int) -> list[float]:
     g = manifest.geometry
     latents = np.random.default_rng(0).standard_normal(
         (1, g.latent_channels, g.block_frames)).astype(np.float32)
-    session.run(None, {"latents": latents})
+    feeds = whole_decode_feeds(manifest.graph("vae_decoder"), latents)
+    session.run(None, feeds)
     times = []
     for _ in range(blocks):
         start = time.perf_counter()
-        session.run(None, {"latents": latents})
+        session.run(None, feeds)
         times.append(time.perf_counter() - start)
     return times
 

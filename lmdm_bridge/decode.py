@@ -18,6 +18,12 @@ offline decode delayed by :attr:`StreamingDecoder.latency` = ``hold * downsampli
 samples (the first pushes start with that many zeros), and :meth:`StreamingDecoder.flush`
 returns the held tail.
 
+A decoder graph that takes ``phase`` and ``phase_frame`` (a peak-locked STFT codec, whose
+phase advances from frame to frame by each partial's frequency) is stateful: every decode
+starts from the phase the previous decode computed for the first held frame, the first frame
+this decode emits, so the phase runs on across seams as in one offline decode (to float
+rounding: the phase is a running sum, and a decode's edge frames may differ in the last bits).
+
 Defaults, in latent frames: ``left = hold = 12``, covering the receptive field with a margin,
 so each emitted sample is computed from the same latents as in an offline decode (bit-exact on
 the tiny bundle, ``tests/test_engine_decode.py``). Left context costs decode time only; held
@@ -33,11 +39,22 @@ from __future__ import annotations
 import numpy as np
 
 from lmdm_bridge.bundle import Bundle
+from lmdm_bridge.manifest import GraphSpec
 
 # Latent frames of context on each side that cover the Oobleck decoder's receptive field (the
 # default of manifests that do not state their decoder's; the STFT codec states its own).
 RECEPTIVE_FRAMES = 12
 DEFAULT_FADE_FRAMES = 2
+
+
+def whole_decode_feeds(spec: GraphSpec, latents: np.ndarray) -> dict[str, np.ndarray]:
+    """Inputs of the ``vae_decoder`` graph ``spec`` for decoding ``latents (B, C, F)`` as one
+    whole stream: a stateful decoder starts at phase 0 in frame 0."""
+    feeds = {"latents": np.asarray(latents, np.float32)}
+    if "phase" in {t.name for t in spec.inputs}:
+        feeds["phase"] = np.zeros((len(latents), spec.input("phase").shape[1]), np.float32)
+        feeds["phase_frame"] = np.zeros(1, np.int64)
+    return feeds
 
 
 class StreamingDecoder:
@@ -73,6 +90,14 @@ class StreamingDecoder:
         self._window = np.zeros((1, self.latent_channels, self.left + self.hold + c), np.float32)
         self._audio = np.zeros((1, self.channels, self._window.shape[-1] * self.ratio),
                                np.float32)
+        spec = bundle.manifest.graph("vae_decoder")
+        self._stateful = "phase" in {t.name for t in spec.inputs}
+        if self._stateful:
+            dims = spec.example_dims
+            self._spectral = dims["spectral_frames"] // dims["frames"]  # STFT frames per frame
+            self._phase = np.zeros((1, spec.input("phase").shape[1]), np.float32)
+            self._phases = np.zeros((1, self._phase.shape[1],
+                                     self._window.shape[-1] * self._spectral), np.float32)
         self.reset()
 
     @property
@@ -85,6 +110,9 @@ class StreamingDecoder:
         self._have = 0  # valid (newest) frames in the history
         self._frames = 0  # frames pushed so far
         self._tail[:] = 0.0
+        if self._stateful:  # a stream starts at phase 0 in its first frame, as offline
+            self._phase[:] = 0.0
+            self._phase_at = 0  # the stream's STFT frame that self._phase belongs to
 
     def push(self, latents: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Decode the next ``latents (C, F)`` (or ``(1, C, F)``); returns ``(channels, F *
@@ -108,8 +136,19 @@ class StreamingDecoder:
             window, into = np.empty((1, self.latent_channels, n), np.float32), {}
         window[0, :, :h] = self._history[0, :, self._history.shape[-1] - h:]
         window[0, :, h:] = z
-        result = self.bundle.run_into("vae_decoder", {"latents": window}, into)
+        feeds = {"latents": window}
+        start_frame = self._frames - h  # the stream's latent frame at the window's start
+        if self._stateful:
+            feeds["phase"] = self._phase
+            feeds["phase_frame"] = np.array([self._phase_at - start_frame * self._spectral],
+                                            np.int64)
+            if into:
+                into["phases"] = self._phases
+        result = self.bundle.run_into("vae_decoder", feeds, into)
         audio = (self._audio if into else result["audio"])[0]  # (channels, n * r)
+        if self._stateful:
+            self._carry_phase(self._phases if into else result["phases"], start_frame,
+                              self._frames + frames)
         # 2. Emit frames [T - F - hold, T - hold); those before frame 0 are the latency's zeros.
         if out is None:
             out = np.empty((self.channels, frames * r), np.float32)
@@ -133,6 +172,15 @@ class StreamingDecoder:
         self._have = keep
         self._frames += frames
         return out
+
+    def _carry_phase(self, phases: np.ndarray, start_frame: int, end_frame: int) -> None:
+        """Keep the phase of the first held frame (the next decode's first emitted frame),
+        decoded here with ``hold`` frames of right context. While the window is shorter than
+        ``hold`` the next one starts where this one did, and the old anchor stays valid."""
+        held = end_frame - self.hold
+        if held >= start_frame:
+            self._phase[:] = phases[:, :, (held - start_frame) * self._spectral]
+            self._phase_at = held * self._spectral
 
     def flush(self) -> np.ndarray:
         """End the stream: the held ``(channels, latency)`` samples (decoded without right

@@ -23,6 +23,7 @@ from lmdm_export.model import cache as kv
 from lmdm_export.model.conditioners import NumberConditioner
 from lmdm_export.model.dit import Conditioning
 from lmdm_export.model.lmdm import LMDM
+from lmdm_export.model.stft_codec import StftCodec
 from lmdm_export.model.text_encoders import FrozenTextConditioner
 from lmdm_export.model.transformer import KV
 
@@ -179,16 +180,29 @@ class OutpaintGraph(_DiTGraph):
 
 
 class VAEDecoderGraph(nn.Module):
-    """``latents (B, C, F) -> audio (B, channels, F * downsampling)``; F is dynamic."""
+    """``latents (B, C, F) -> audio (B, channels, F * downsampling)``; F is dynamic.
 
-    io = GraphIO(("latents",), ("audio",))
+    A peak-locked STFT codec accumulates phase from frame to frame, which a stream must carry
+    across decodes: its graph also takes ``phase (B, channels * bins)``, the phase at STFT frame
+    ``phase_frame (1,)`` (int64) of this decode, and also returns ``phases (B, channels * bins,
+    F * 2^downsamples)``, the phase of every STFT frame, wrapped to [-pi, pi)."""
 
     def __init__(self, model: LMDM) -> None:
         super().__init__()
         self.autoencoder = model.autoencoder
+        self.stateful = is_peak_locked(self.autoencoder)
+        self.io = (GraphIO(("latents", "phase", "phase_frame"), ("audio", "phases"))
+                   if self.stateful else GraphIO(("latents",), ("audio",)))
 
-    def forward(self, latents):
+    def forward(self, latents, phase=None, phase_frame=None):
+        if self.stateful:
+            return self.autoencoder.decode_with_phase(latents, phase, phase_frame)
         return self.autoencoder.decode(latents)
+
+
+def is_peak_locked(autoencoder: nn.Module) -> bool:
+    """Whether ``autoencoder`` is an STFT codec whose phase follows from its magnitudes."""
+    return isinstance(autoencoder, StftCodec) and autoencoder.config.phase == "peak-locked"
 
 
 class VAEEncoderGraph(nn.Module):

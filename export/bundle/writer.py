@@ -127,8 +127,7 @@ def _examples(model: LMDM) -> dict[str, tuple[torch.nn.Module, tuple, dict[str, 
         "ed_prefill": (DIT_GRAPHS["ed_prefill"](model), (*window(s)[:2], *cond[:2]), batch),
         "ed_decoder": (DIT_GRAPHS["ed_decoder"](model), (*window(c), *cond, *cache), batch),
         "outpaint": (DIT_GRAPHS["outpaint"](model), (*window(s + c), *cond), batch),
-        "vae_decoder": (VAEDecoderGraph(model), (rand(1, ae.latent_dim, c),),
-                        {"batch": 1, "frames": c}),
+        "vae_decoder": _decoder_example(model, rand(1, ae.latent_dim, c)),
         "vae_encoder": (VAEEncoderGraph(model),
                         (rand(1, ae.audio_channels, c * ae.downsampling_ratio),),
                         {"batch": 1, "samples": c * ae.downsampling_ratio}),
@@ -136,14 +135,32 @@ def _examples(model: LMDM) -> dict[str, tuple[torch.nn.Module, tuple, dict[str, 
     return graphs
 
 
+def _decoder_example(model: LMDM, latents: torch.Tensor) -> tuple:
+    """The decoder graph, its example arguments and dims; a peak-locked codec's graph also
+    takes the phase at a given STFT frame (see :class:`VAEDecoderGraph`)."""
+    graph = VAEDecoderGraph(model)
+    frames = latents.shape[-1]
+    if not graph.stateful:
+        return graph, (latents,), {"batch": 1, "frames": frames}
+    cfg = model.autoencoder.config
+    phase = torch.zeros(1, cfg.audio_channels * cfg.bins)
+    return graph, (latents, phase, torch.zeros(1, dtype=torch.int64)), \
+        {"batch": 1, "frames": frames, "spectral_frames": frames * cfg.frames_per_latent}
+
+
 def _dynamic_axes(role: str, io: GraphIO) -> dict[str, dict[int, str]]:
     axes = {}
     for name in io.inputs + io.outputs:
+        if name == "phase_frame":  # one index, whatever the batch
+            axes[name] = {}
+            continue
         axes[name] = {1 if name.startswith(("cross_k", "cross_v", "cache_", "new_cache_")) else 0:
                       "batch"}
     if role == "vae_decoder":
         axes["latents"][2] = "frames"
         axes["audio"][2] = "samples"
+        if "phases" in axes:
+            axes["phases"][2] = "spectral_frames"
     if role == "vae_encoder":
         axes["audio"][2] = "samples"
         axes["latents"][2] = "frames"

@@ -5,6 +5,27 @@ on STFT frames instead: the encoder reads log-magnitudes, the decoder predicts l
 phase per frame and an inverse STFT turns them into audio, so the expensive part runs at the frame
 rate (86 frames/s at 22.05 kHz, hop 256) rather than the sample rate.
 
+Phase comes one of two ways (``StftCodecConfig.phase``):
+
+* ``"learned"``: the decoder's head predicts it per bin and frame (Vocos). Trained by the
+  MR-STFT distance alone, this stalled on the polyphonic corpus (docs/default-model.md);
+* ``"peak-locked"``: a phase vocoder. Every bin takes the frequency of the strongest bin within
+  ``PEAK_REACH`` bins of it, refined by a parabola through that peak's log-magnitude and its two
+  neighbours, and its phase advances by that frequency times the hop from frame to frame
+  (a cumulative sum, so held notes keep their true pitch instead of the 21.5 Hz grid a
+  shift-equivariant decoder of phase-blind latents falls on). Frames are synthesised in the
+  zero-phase convention (window centred on the frame), in which all bins of a stationary
+  partial share one phase, so starting every bin at 0 is coherent. The decoder then only
+  predicts log-magnitudes, and the accumulated phase is state the streaming decoder carries
+  (``decode_with_phase``).
+
+``linear_path`` adds a linear encoder and decoder beside the convolutional ones: a projection of
+the ``2 ** downsamples`` log-magnitude frames of each latent frame onto ``latent_dim``
+directions and its transpose, initialised from the principal components of training audio
+(:meth:`StftCodec.fit_linear_path`); the convolutional branches start at zero and learn the
+residual. Measured on the default corpus, 32 principal components alone keep the tonal
+structure of polyphonic clips (tonal energy 0.99 with peak-locked phase).
+
 Both transforms are convolutions with fixed DFT bases (``stft_basis``), so they export to plain
 ONNX (Conv / ConvTranspose) and stream: the STFT pads ``(n_fft - hop) / 2`` zeros per side and
 the inverse trims as many, giving exactly ``N / hop`` frames for N samples and back.
@@ -28,6 +49,12 @@ from torch import Tensor, nn
 from lmdm_export.model.autoencoder import VAEBottleneck
 
 
+PHASE_MODES = ("learned", "peak-locked")
+# Bins to each side in which a bin looks for the peak whose frequency it takes: a Hann window's
+# main lobe is 4 bins wide.
+PEAK_REACH = 2
+
+
 @dataclass(frozen=True)
 class StftCodecConfig:
     """Geometry of the STFT codec. ``downsamples`` stride-2 stages sit between the frame rate and
@@ -45,6 +72,8 @@ class StftCodecConfig:
     decoder_latent_blocks: int = 2
     decoder_frame_blocks: int = 6
     kernel: int = 7
+    phase: str = "learned"  # or "peak-locked" (see the module docstring)
+    linear_path: bool = False
 
     def __post_init__(self) -> None:
         for name in ("audio_channels", "sample_rate", "latent_dim", "n_fft", "hop",
@@ -57,6 +86,9 @@ class StftCodecConfig:
                              f"{self.hop} with an even difference (symmetric padding)")
         if self.kernel % 2 == 0:
             raise ValueError(f"StftCodecConfig.kernel must be odd, got {self.kernel}")
+        if self.phase not in PHASE_MODES:
+            raise ValueError(f"StftCodecConfig.phase must be one of {PHASE_MODES}, "
+                             f"got {self.phase!r}")
 
     @property
     def downsampling_ratio(self) -> int:
@@ -78,6 +110,10 @@ class StftCodecConfig:
     def bins(self) -> int:
         return self.n_fft // 2 + 1
 
+    @property
+    def frames_per_latent(self) -> int:
+        return 2 ** self.downsamples
+
 
 def stft_basis(n_fft: int) -> tuple[Tensor, Tensor]:
     """Hann-windowed DFT bases ``(analysis, synthesis)``, each (2 * bins, 1, n_fft).
@@ -97,6 +133,35 @@ def stft_basis(n_fft: int) -> tuple[Tensor, Tensor]:
     synthesis = torch.cat((torch.cos(angle), -torch.sin(angle))) * torch.cat((weight, weight))
     synthesis = synthesis * window / n_fft
     return analysis.float()[:, None], synthesis.float()[:, None]
+
+
+def _wrap(phase: Tensor) -> Tensor:
+    """Angles to [-pi, pi)."""
+    return torch.remainder(phase + math.pi, 2 * math.pi) - math.pi
+
+
+def peak_frequencies(logmag: Tensor) -> Tensor:
+    """(B, bins, F) log-magnitudes -> (B, bins, F): for every bin, the position in bins of the
+    strongest bin within ``PEAK_REACH`` of it, refined by a parabola through that bin's
+    log-magnitude and its neighbours' (within half a bin). Built from pads, slices, argmax and
+    gather, so it exports to plain ONNX."""
+    bins = logmag.shape[1]
+    # A real signal's spectrum is mirrored at 0 and at the Nyquist bin, so the parabola at the
+    # edge bins takes the mirrored neighbour. Nothing here depends on other frames or on the
+    # decode's length, so a stream's decodes agree on every frame they share.
+    edge = torch.cat((logmag[:, 1:2], logmag, logmag[:, -2:-1]), dim=1)
+    left, centre, right = edge[:, :-2], edge[:, 1:-1], edge[:, 2:]
+    curve = left - 2 * centre + right
+    safe = torch.where(curve < -1e-6, curve, torch.full_like(curve, -1.0))
+    offset = torch.where(curve < -1e-6, 0.5 * (left - right) / safe,
+                         torch.zeros_like(curve)).clamp(-0.5, 0.5)
+    r = PEAK_REACH
+    floor = torch.full_like(logmag[:, :r], -1e4)  # below any log-magnitude: never the peak
+    padded = torch.cat((floor, logmag, floor), dim=1)
+    window = torch.stack([padded[:, j:j + bins] for j in range(2 * r + 1)], dim=-1)
+    index = torch.arange(bins, device=logmag.device).view(1, bins, 1)
+    peak = (index + window.argmax(dim=-1) - r).clamp(0, bins - 1)
+    return peak.to(logmag.dtype) + torch.gather(offset, 1, peak)
 
 
 def _exporting() -> bool:
@@ -139,6 +204,12 @@ class StftEncoder(nn.Module):
                                    for _ in range(cfg.downsamples))
         self.norm = nn.LayerNorm(w)
         self.out = nn.Conv1d(w, 2 * cfg.latent_dim, 1)
+        self.linear = None
+        if cfg.linear_path:
+            f = cfg.frames_per_latent
+            self.linear = nn.Conv1d(cfg.bins * cfg.audio_channels, cfg.latent_dim, f, stride=f)
+            nn.init.zeros_(self.out.weight)  # the residual branch starts silent
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, logmag: Tensor) -> Tensor:
         h = self.embed(logmag)
@@ -146,11 +217,16 @@ class StftEncoder(nn.Module):
             h = stage(h)
             if i < len(self.downs):
                 h = self.downs[i](h)
-        return self.out(self.norm(h.transpose(1, 2)).transpose(1, 2))
+        out = self.out(self.norm(h.transpose(1, 2)).transpose(1, 2))
+        if self.linear is not None:
+            mean, scale = out.chunk(2, dim=1)
+            out = torch.cat((mean + self.linear(logmag), scale), dim=1)
+        return out
 
 
 class StftDecoder(nn.Module):
-    """Latents (B, latent_dim, T) -> (log-magnitude, phase), each (B, channels * bins, T * 2^d)."""
+    """Latents (B, latent_dim, T) -> (log-magnitude, phase), each (B, channels * bins, T * 2^d);
+    the phase is None when ``config.phase`` is ``"peak-locked"`` (derived from the magnitudes)."""
 
     def __init__(self, cfg: StftCodecConfig) -> None:
         super().__init__()
@@ -163,15 +239,27 @@ class StftDecoder(nn.Module):
         self.frame_blocks = nn.Sequential(
             *(ConvNeXtBlock(w, cfg.kernel) for _ in range(cfg.decoder_frame_blocks)))
         self.norm = nn.LayerNorm(w)
-        self.head = nn.Linear(w, 2 * cfg.bins * cfg.audio_channels)
+        self.predicts_phase = cfg.phase == "learned"
+        outputs = cfg.bins * cfg.audio_channels
+        self.head = nn.Linear(w, 2 * outputs if self.predicts_phase else outputs)
+        self.linear = None
+        if cfg.linear_path:
+            f = cfg.frames_per_latent
+            self.linear = nn.ConvTranspose1d(cfg.latent_dim, outputs, f, stride=f)
+            nn.init.zeros_(self.head.weight)  # the residual branch starts silent
+            nn.init.zeros_(self.head.bias)
 
-    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
         h = self.latent_blocks(self.embed(z))
         for up in self.ups:
             h = up(h)
         h = self.frame_blocks(h)
         out = self.head(self.norm(h.transpose(1, 2))).transpose(1, 2)
+        if not self.predicts_phase:
+            return out + self.linear(z) if self.linear is not None else out, None
         logmag, phase = out.chunk(2, dim=1)
+        if self.linear is not None:
+            logmag = logmag + self.linear(z)
         return logmag, phase
 
 
@@ -241,6 +329,71 @@ class StftCodec(nn.Module):
         y = (y / env.clamp(min=1e-3))[..., self.pad:self.pad + frames * cfg.hop]
         return y.reshape(b, cfg.audio_channels, frames * cfg.hop)
 
+    def peak_locked_phase(self, logmag: Tensor, phase: Tensor | None = None,
+                          phase_frame: Tensor | None = None) -> Tensor:
+        """(B, C * bins, F) log-magnitudes -> phase (B, C * bins, F) in the zero-phase
+        convention, advancing per frame by each bin's peak frequency times the hop.
+
+        ``phase`` (B, C * bins), wrapped, is the phase at frame ``phase_frame`` (an int64
+        tensor of one element); both default to 0 (the start of a stream). The returned phase
+        is wrapped to [-pi, pi)."""
+        cfg = self.config
+        b, rows, frames = logmag.shape
+        peaks = peak_frequencies(logmag.detach().reshape(b * cfg.audio_channels, cfg.bins,
+                                                          frames)).reshape(b, rows, frames)
+        # Wrapping each advance keeps the running sum small, so float32 keeps its precision.
+        advance = _wrap(peaks * (2 * math.pi * cfg.hop / cfg.n_fft))
+        total = torch.cumsum(advance, dim=-1)
+        if phase_frame is None:
+            start = total[..., :1]  # the phase at frame 0 is 0
+        else:
+            start = torch.index_select(total, 2, phase_frame.reshape(1))
+        if phase is not None:
+            start = start - phase[..., None]
+        return _wrap(total - start)
+
+    def decode_with_phase(self, latents: Tensor, phase: Tensor, phase_frame: Tensor
+                          ) -> tuple[Tensor, Tensor]:
+        """A stretch of a stream for a peak-locked codec: normalised latents (B, D, T), the
+        phase (B, C * bins) at STFT frame ``phase_frame`` of this stretch -> audio (B, C,
+        T * ratio) and the phase of every STFT frame (B, C * bins, T * 2^d), from which the
+        caller takes the next stretch's starting phase."""
+        if self.config.phase != "peak-locked":
+            raise ValueError("decode_with_phase needs a codec with phase = 'peak-locked'")
+        logmag, _ = self.decoder(self._denormalise(latents))
+        phases = self.peak_locked_phase(logmag, phase, phase_frame)
+        return self.inverse(logmag, phases + self._zero_phase_shift()), phases
+
+    def _zero_phase_shift(self) -> Tensor:
+        """(C * bins, 1): pi k, from the zero-phase convention to ``inverse``'s frame-start one."""
+        k = torch.arange(self.config.bins, dtype=torch.float32, device=self.latent_mean.device)
+        return (math.pi * k).repeat(self.config.audio_channels)[:, None]
+
+    @torch.no_grad()
+    def fit_linear_path(self, logmag: Tensor) -> float:
+        """Set the linear path to the principal components of log-magnitudes (N, C * bins,
+        F), F a multiple of ``2 ** downsamples``: the encoder projects each latent frame's
+        stacked log-magnitude frames onto the top ``latent_dim`` components, the decoder maps
+        back. Returns the share of variance the components keep."""
+        cfg = self.config
+        enc, dec = self.encoder.linear, self.decoder.linear
+        if enc is None or dec is None:
+            raise ValueError("fit_linear_path needs a codec with linear_path = true")
+        f, rows = cfg.frames_per_latent, logmag.shape[1]
+        stacked = logmag.reshape(len(logmag), rows, -1, f).permute(0, 2, 1, 3).reshape(-1, rows * f)
+        # One mean per bin (not per bin and frame within the stack): the decoder's bias can
+        # only add that, so the components are fitted around it.
+        row_mean = stacked.reshape(-1, rows, f).mean(dim=(0, 2))
+        mean = row_mean[:, None].expand(rows, f).reshape(-1)
+        _, sv, vh = torch.linalg.svd((stacked - mean).double(), full_matrices=False)
+        basis = vh[:cfg.latent_dim].float()  # (D, rows * f)
+        enc.weight.copy_(basis.reshape(cfg.latent_dim, rows, f))
+        enc.bias.copy_(-(basis @ mean))
+        dec.weight.copy_(basis.reshape(cfg.latent_dim, rows, f))
+        dec.bias.copy_(row_mean)
+        energy = sv.pow(2)
+        return float(energy[:cfg.latent_dim].sum() / energy.sum())
+
     def encode_with_kl(self, audio: Tensor, *, sample: bool = True,
                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Audio (B, C, N) -> (normalised latents (B, D, N / ratio), scalar KL)."""
@@ -258,8 +411,13 @@ class StftCodec(nn.Module):
         if latents.ndim != 3 or latents.shape[1] != self.config.latent_dim:
             raise ValueError(f"latents must be (B, {self.config.latent_dim}, T), "
                              f"got {tuple(latents.shape)}")
-        z = latents * self.latent_std[:, None] + self.latent_mean[:, None]
-        return self.inverse(*self.decoder(z))
+        logmag, phase = self.decoder(self._denormalise(latents))
+        if phase is None:
+            phase = self.peak_locked_phase(logmag) + self._zero_phase_shift()
+        return self.inverse(logmag, phase)
+
+    def _denormalise(self, latents: Tensor) -> Tensor:
+        return latents * self.latent_std[:, None] + self.latent_mean[:, None]
 
     def set_latent_stats(self, mean: Tensor, std: Tensor) -> None:
         """Fold per-channel statistics of raw latents (D,) into the normalisation."""

@@ -1,6 +1,10 @@
 """``lmdm-bridge train autoencoder``: the STFT codec (:mod:`lmdm_export.model.stft_codec`).
 
-Loss: multi-resolution STFT distance + ``kl_weight`` x KL per latent element. Batches are random
+Loss: multi-resolution STFT distance of the decoded audio + ``kl_weight`` x KL per latent
+element; for a peak-locked codec, whose phase follows from its magnitudes, the same two terms
+on the decoder's log-magnitudes at the codec's own STFT grid (no inverse STFT in the loop). A
+codec with a linear path first fits it to the principal components of ``linear_fit_clips``
+train clips, so training starts from that linear codec and learns the residual. Batches are random
 crops of the train split with a random gain (so quiet input encodes well too). Every
 ``val_every`` steps the fixed validation clips are reconstructed through the posterior mean and
 the MR-STFT distance, SI-SDR and the tonal energy of tonal clips' reconstructions are logged. At
@@ -28,7 +32,7 @@ from lmdm_export.model.stft_codec import StftCodec, StftCodecConfig
 from lmdm_export.train import loop
 from lmdm_export.train.codec_probe import median_tonal_energy, pitch_report
 from lmdm_export.train.corpus import CropSampler, fixed_clips, read_items
-from lmdm_export.train.spectral import griffin_lim, mr_stft, si_sdr
+from lmdm_export.train.spectral import griffin_lim, log_magnitude_distance, mr_stft, si_sdr
 
 log = logging.getLogger(__name__)
 RELEASE_KIND = "stft-codec"
@@ -46,6 +50,7 @@ class CodecTrainConfig:
     warmup: int = 200
     weight_decay: float = 0.01
     kl_weight: float = 5e-4  # per latent element
+    sample_latents: bool = True  # train through sampled latents (a VAE) or the posterior mean
     loss_resolutions: tuple[int, ...] = (512, 1024, 2048)  # FFT sizes of the MR-STFT distance
     gain_db_range: tuple[float, float] = (-12.0, 0.0)
     grad_clip: float = 1.0
@@ -54,19 +59,29 @@ class CodecTrainConfig:
     val_clips: int = 24
     val_frames: int = 64
     stats_clips: int = 256
+    linear_fit_clips: int = 512  # train clips of val_frames for the linear path's components
     checkpoint_minutes: float = 5.0
 
 
 class CodecTrainee(nn.Module):
-    """encode (sampled) -> decode in one forward, so DDP sees a single call."""
+    """encode (sampled) -> decode -> reconstruction loss in one forward, so DDP sees a single
+    call; returns ``(reconstruction loss, KL)``."""
 
-    def __init__(self, codec: StftCodec) -> None:
+    def __init__(self, codec: StftCodec, resolutions: tuple[int, ...], sample: bool) -> None:
         super().__init__()
         self.codec = codec
+        self.resolutions = resolutions
+        self.sample = sample
 
     def forward(self, audio: Tensor) -> tuple[Tensor, Tensor]:
-        z, kl = self.codec.encode_with_kl(audio)
-        return self.codec.decode(z), kl
+        codec = self.codec
+        if codec.config.phase == "learned":
+            z, kl = codec.encode_with_kl(audio, sample=self.sample)
+            return mr_stft(codec.decode(z), audio, self.resolutions), kl
+        logmag = codec.log_magnitude(audio)
+        z, kl = codec.bottleneck(codec.encoder(logmag), sample=self.sample)
+        pred, _ = codec.decoder(z)
+        return log_magnitude_distance(pred, logmag), kl
 
 
 def read_codec_release(path: str | Path) -> dict:
@@ -154,7 +169,12 @@ def train(cfg: CodecTrainConfig, *, resume: bool = False) -> Path:
     val_tonal = tonal_clips(val_items, cfg)
 
     codec = StftCodec(cfg.codec).to(d.device)
-    model = loop.wrap_ddp(CodecTrainee(codec), d)
+    if cfg.codec.linear_path and not resume:  # deterministic clips: every rank fits the same
+        kept = codec.fit_linear_path(codec.log_magnitude(torch.from_numpy(fixed_clips(
+            train_items, cfg.linear_fit_clips, cfg.val_frames * ratio, seed=cfg.seed + 7))))
+        log.info("linear path: %d principal components keep %.1f%% of the log-magnitude "
+                 "variance", cfg.codec.latent_dim, 100 * kept)
+    model = loop.wrap_ddp(CodecTrainee(codec, cfg.loss_resolutions, cfg.sample_latents), d)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ckpt = loop.Checkpointer(run_dir, d)
     step = 0
@@ -177,8 +197,7 @@ def train(cfg: CodecTrainConfig, *, resume: bool = False) -> Path:
         x = torch.from_numpy(sampler.batch(cfg.batch))
         gain_db = lo + (hi - lo) * torch.rand(cfg.batch, 1, 1, generator=gen)
         x = (x * 10 ** (gain_db / 20)).to(d.device)
-        recon, kl = model(x)
-        rec = mr_stft(recon, x, cfg.loss_resolutions)
+        rec, kl = model(x)
         loss = rec + cfg.kl_weight * kl / cfg.codec.latent_dim
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -187,9 +206,10 @@ def train(cfg: CodecTrainConfig, *, resume: bool = False) -> Path:
         step += 1
         rec_m = float(loop.all_reduce_mean(rec.detach(), d))
         kl_m = float(loop.all_reduce_mean(kl.detach(), d)) / cfg.codec.latent_dim
-        runlog.progress(step, first, mr_stft=rec_m, kl=kl_m)
+        runlog.progress(step, first, rec=rec_m, kl=kl_m)
         if step % 50 == 0:
-            runlog.write({"step": step, "mr_stft": rec_m, "kl_per_element": kl_m, "lr": lr,
+            # "reconstruction": the MR-STFT distance, or the grid distance of a peak-locked codec
+            runlog.write({"step": step, "reconstruction": rec_m, "kl_per_element": kl_m, "lr": lr,
                           "grad_norm": float(grad)})
         if d.main and (step % cfg.val_every == 0 or step == cfg.steps):
             codec.eval()
