@@ -26,7 +26,7 @@ from lmdm_export.train.arc import ArcTrainConfig  # noqa: E402
 from lmdm_export.train.arc import train as train_arc  # noqa: E402
 from lmdm_export.train.codec import CodecTrainConfig, load_codec  # noqa: E402
 from lmdm_export.train.codec import train as train_codec  # noqa: E402
-from lmdm_export.train.codec_probe import pitch_report, tone_frequency  # noqa: E402
+from lmdm_export.train.codec_probe import partial_recall, pitch_report, tone_frequency  # noqa: E402,E501
 from lmdm_export.train.diffusion import DiffusionTrainConfig, train_base, train_lmdm  # noqa: E402
 from lmdm_export.train.latents import encode_corpus  # noqa: E402
 
@@ -124,6 +124,21 @@ def test_peak_locked_phase_keeps_held_tones_in_tune():
     report = pitch_report(resynthesise, 22050, codec.config.downsampling_ratio)
     assert report["median_abs_error_cents"] < 5
     assert min(report["periodicity"].values()) > 0.5
+
+
+def test_partial_recall_finds_moved_partials():
+    """A clip's own partials are all recalled; the same chord a quarter tone up, or smeared
+    into noise, loses them, whatever its tonal energy."""
+    rate = 22050
+    t = np.arange(rate * 2) / rate
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6, 440.0)) * 0.1
+    moved = sum(np.sin(2 * np.pi * f * 2 ** (0.5 / 12) * t) for f in (220.0, 277.2, 329.6,
+                                                                    440.0)) * 0.1
+    noise = np.random.default_rng(0).standard_normal(len(t)) * 0.1
+    assert partial_recall(chord, chord) == 1.0
+    assert partial_recall(chord, moved) < 0.05
+    assert partial_recall(chord, noise) < 0.3
+    assert partial_recall(chord[:1000], chord[:1000]) is None
 
 
 def test_linear_path_fits_the_principal_components():

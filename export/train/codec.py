@@ -4,15 +4,15 @@ Loss: multi-resolution STFT distance of the decoded audio + ``kl_weight`` x KL p
 element; for a peak-locked codec, whose phase follows from its magnitudes, the same two terms
 on the decoder's log-magnitudes at the codec's own STFT grid (no inverse STFT in the loop). A
 codec with a linear path first fits it to the principal components of ``linear_fit_clips``
-train clips, so training starts from that linear codec and learns the residual. Batches are random
-crops of the train split with a random gain (so quiet input encodes well too). Every
+train clips, so training starts from that linear codec and learns the residual. Batches are
+random crops of the train split with a random gain (so quiet input encodes well too). Every
 ``val_every`` steps the fixed validation clips are reconstructed through the posterior mean and
-the MR-STFT distance, SI-SDR and the tonal energy of tonal clips' reconstructions are logged. At
-the end the per-channel latent statistics of the train split are folded into the codec (the DiT
-sees unit-variance latents) and ``release.pt`` plus ``report.json`` are written; the report puts
-the codec's figures beside Griffin-Lim on the true magnitudes, white noise and the real clips'
-tonal energy, and adds the pitch of held harmonic tones through the codec
-(:mod:`.codec_probe`).
+the MR-STFT distance, SI-SDR, and the tonal energy and partial recall of tonal clips'
+reconstructions are logged. At the end the per-channel latent statistics of the train split are
+folded into the codec (the DiT sees unit-variance latents) and ``release.pt`` plus
+``report.json`` are written; the report puts the codec's figures beside Griffin-Lim on the true
+magnitudes, white noise and the real clips' tonal energy, and adds the pitch of held harmonic
+tones through the codec (:mod:`.codec_probe`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from torch import Tensor, nn
 from lmdm_export.eval.tonal import NON_TONAL_LABELS
 from lmdm_export.model.stft_codec import StftCodec, StftCodecConfig
 from lmdm_export.train import loop
-from lmdm_export.train.codec_probe import median_tonal_energy, pitch_report
+from lmdm_export.train.codec_probe import (median_partial_recall, median_tonal_energy,
+                                               pitch_report)
 from lmdm_export.train.corpus import CropSampler, fixed_clips, read_items
 from lmdm_export.train.spectral import griffin_lim, log_magnitude_distance, mr_stft, si_sdr
 
@@ -117,12 +118,13 @@ def evaluate(codec: StftCodec, clips: Tensor, resolutions: tuple[int, ...],
     recon = reconstruct(codec, clips)
     figures = {"mr_stft": float(mr_stft(recon, clips, resolutions)),
                "si_sdr_median": float(si_sdr(recon, clips).median()),
-               "tonal_energy": None, "tonal_rms_ratio": None}
+               "tonal_energy": None, "tonal_rms_ratio": None, "partial_recall": None}
     if len(tonal_clips):
         tonal_recon = reconstruct(codec, tonal_clips)
         rms = tonal_recon.pow(2).mean().sqrt() / tonal_clips.pow(2).mean().sqrt().clamp(min=1e-9)
         figures.update(tonal_energy=median_tonal_energy(tonal_recon),
-                       tonal_rms_ratio=round(float(rms), 4))
+                       tonal_rms_ratio=round(float(rms), 4),
+                       partial_recall=median_partial_recall(tonal_clips, tonal_recon))
     return figures
 
 

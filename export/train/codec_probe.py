@@ -15,13 +15,21 @@ report carries these two yardsticks beside the distance:
   up to half a grid step (10.8 Hz: 42 cents at 440 Hz, 1.8 semitones at 110 Hz) off. The
   ``periodicity`` figure measures that directly: the RMS difference between the reconstruction
   and itself shifted by one latent hop, relative to its RMS (0 = exactly periodic), beside the
-  same figure for the input tone.
+  same figure for the input tone;
+* **partial recall** on real clips: tonal energy only asks whether the energy sits in peaks,
+  not whether the peaks are the input's. A codec that smooths the spectrum can score above the
+  real audio while moving partials. Partial recall is the share of the input's partial energy
+  (spectral peaks within ``PARTIAL_RANGE_DB`` of the frame's strongest and 10 dB above their
+  surroundings, on an 8192-point spectrum: 2.7 Hz bins at 22.05 kHz) that the reconstruction also has as a peak within one
+  bin. Resynthesis from the true magnitudes with peak-locked phase scores 0.96 on the default
+  corpus.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 
 from lmdm_export.eval.tonal import tonal_energy
 
@@ -82,6 +90,57 @@ def _periodicity(y: np.ndarray, hop: int) -> float:
     """RMS of ``y`` minus itself ``hop`` samples later, over the RMS of ``y``."""
     rms = float(np.sqrt(np.mean(y ** 2))) + 1e-12
     return round(float(np.sqrt(np.mean((y[hop:] - y[:-hop]) ** 2))) / rms, 3)
+
+
+PARTIAL_FFT = 8192
+PARTIAL_RANGE_DB = 30.0
+PARTIAL_PROMINENCE_DB = 10.0
+
+
+def _partials(audio: np.ndarray, range_db: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per frame (8192 points, hop 2048, Hann): indices of the partials, local maxima within
+    ``range_db`` of the frame's strongest bin that stand ``PARTIAL_PROMINENCE_DB`` above the
+    median of the 31 bins around them (noise has local maxima everywhere, but few of those), and
+    the frame's magnitudes."""
+    frames = sliding_window_view(audio.astype(np.float64), PARTIAL_FFT)[::PARTIAL_FFT // 4]
+    out = []
+    for mag in np.abs(np.fft.rfft(frames * np.hanning(PARTIAL_FFT), axis=1)):
+        level = 20 * np.log10(mag + 1e-12)
+        local = np.median(sliding_window_view(np.pad(level, 15, mode="reflect"), 31), axis=1)
+        inner = level[1:-1]
+        peak = (inner > level[:-2]) & (inner >= level[2:]) & \
+            (inner > level.max() - range_db) & (inner > local[1:-1] + PARTIAL_PROMINENCE_DB)
+        out.append((np.nonzero(peak)[0] + 1, mag))
+    return out
+
+
+def partial_recall(real: np.ndarray, reconstruction: np.ndarray) -> float | None:
+    """Share of the partial energy of mono ``real`` (samples,) that ``reconstruction`` has as a
+    spectral peak within one bin (see the module docstring); None for audio shorter than one
+    frame or without peaks. The reconstruction's peaks count down to 10 dB further below its
+    frame's strongest, so a partial a little weaker than in the input still counts."""
+    if len(real) < PARTIAL_FFT:
+        return None
+    found_hit = total = 0.0
+    theirs = _partials(real, PARTIAL_RANGE_DB)
+    ours = _partials(reconstruction, PARTIAL_RANGE_DB + 10)
+    for (peaks, mag), (found, _) in zip(theirs, ours, strict=True):
+        if not len(peaks):
+            continue
+        energy = mag[peaks] ** 2
+        near = np.abs(peaks[:, None] - found[None, :]).min(axis=1) <= 1 if len(found) else \
+            np.zeros(len(peaks), bool)
+        found_hit += energy[near].sum()
+        total += energy.sum()
+    return round(found_hit / total, 4) if total > 0 else None
+
+
+def median_partial_recall(real: torch.Tensor, reconstruction: torch.Tensor) -> float | None:
+    """Median :func:`partial_recall` over (B, C, N) clips (channels averaged)."""
+    values = [partial_recall(r.mean(0).numpy(), y.mean(0).numpy())
+              for r, y in zip(real, reconstruction, strict=True)]
+    values = [v for v in values if v is not None]
+    return round(float(np.median(values)), 4) if values else None
 
 
 def median_tonal_energy(clips: torch.Tensor) -> float | None:
