@@ -48,7 +48,6 @@ from torch import Tensor, nn
 
 from lmdm_export.model.autoencoder import VAEBottleneck
 
-
 PHASE_MODES = ("learned", "peak-locked")
 # Bins to each side in which a bin looks for the peak whose frequency it takes: a Hann window's
 # main lobe is 4 bins wide.

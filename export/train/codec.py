@@ -30,8 +30,7 @@ from torch import Tensor, nn
 from lmdm_export.eval.tonal import NON_TONAL_LABELS
 from lmdm_export.model.stft_codec import StftCodec, StftCodecConfig
 from lmdm_export.train import loop
-from lmdm_export.train.codec_probe import (median_partial_recall, median_tonal_energy,
-                                               pitch_report)
+from lmdm_export.train.codec_probe import median_partial_recall, median_tonal_energy, pitch_report
 from lmdm_export.train.corpus import CropSampler, fixed_clips, read_items
 from lmdm_export.train.spectral import griffin_lim, log_magnitude_distance, mr_stft, si_sdr
 

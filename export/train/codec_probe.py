@@ -20,9 +20,9 @@ report carries these two yardsticks beside the distance:
   not whether the peaks are the input's. A codec that smooths the spectrum can score above the
   real audio while moving partials. Partial recall is the share of the input's partial energy
   (spectral peaks within ``PARTIAL_RANGE_DB`` of the frame's strongest and 10 dB above their
-  surroundings, on an 8192-point spectrum: 2.7 Hz bins at 22.05 kHz) that the reconstruction also has as a peak within one
-  bin. Resynthesis from the true magnitudes with peak-locked phase scores 0.96 on the default
-  corpus.
+  surroundings, on an 8192-point spectrum: 2.7 Hz bins at 22.05 kHz) that the reconstruction
+  also has as a peak within one bin. Resynthesis from the true magnitudes with peak-locked phase
+  scores 0.96 on the default corpus.
 """
 
 from __future__ import annotations
