@@ -47,9 +47,11 @@ def load_latents(folder: str | Path, split: str) -> LatentSet:
     chunks, lengths, captions, labels, pieces = [], [], [], [], []
     for name in index["shards"]:
         with np.load(root / name) as z:
-            offsets, keep = z["offsets"], z["splits"] == split
+            # Each z[...] access reads and decompresses the whole array again: read it once
+            # (per item, 3,890 items held 3,890 copies of their shard: 24 GB and the OOM killer).
+            latents, offsets, keep = z["latents"], z["offsets"], z["splits"] == split
             for i in np.flatnonzero(keep):
-                chunks.append(z["latents"][offsets[i]:offsets[i + 1]])
+                chunks.append(latents[offsets[i]:offsets[i + 1]])
                 lengths.append(offsets[i + 1] - offsets[i])
             captions += [str(c) for c in z["captions"][keep]]
             labels += [str(c) for c in z["labels"][keep]]
