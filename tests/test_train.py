@@ -259,6 +259,24 @@ def test_codec_normalises_latents_to_unit_scale(pipeline):
     assert codec.latent_std.min() > 0
 
 
+def test_latent_shards_are_read_once(pipeline, monkeypatch):
+    """Every access to an npz member decompresses it anew; reading the latents per item held a
+    copy of the shard per item (24 GB on the default corpus)."""
+    from lmdm_export.train.latent_data import load_latents
+
+    reads = []
+    original = np.lib.npyio.NpzFile.__getitem__
+
+    def counting(self, key):
+        reads.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", counting)
+    data = load_latents(pipeline / "latents", "train")
+    shards = json.loads((pipeline / "latents" / "index.json").read_text())["shards"]
+    assert len(data) > len(shards) and reads.count("latents") == len(shards)
+
+
 def test_resume_continues_exactly_where_the_run_stopped(pipeline, tmp_path):
     """Two steps, stop, resume for two more == four steps in one go (model, EMA, optimiser,
     data order and every RNG come back from the checkpoint)."""
