@@ -1,9 +1,10 @@
-"""A small STFT-domain VAE codec for CPU-trained default models (Vocos-style decoder).
+"""A small STFT-domain codec for CPU-trained default models.
 
 The Oobleck VAE upsamples 2048x in the time domain, which is most of its cost. This codec works
-on STFT frames instead: the encoder reads log-magnitudes, the decoder predicts log-magnitude and
-phase per frame and an inverse STFT turns them into audio, so the expensive part runs at the frame
-rate (86 frames/s at 22.05 kHz, hop 256) rather than the sample rate.
+on STFT frames instead: the encoder reads log-magnitudes, the decoder predicts the log-magnitude
+(and, in one mode, the phase) of every frame and an inverse STFT turns them into audio, so the
+expensive part runs at the frame rate (86 frames/s at 22.05 kHz, hop 256) rather than the sample
+rate.
 
 Phase comes one of two ways (``StftCodecConfig.phase``):
 
