@@ -175,8 +175,9 @@ class StreamingDecoder:
 
     def _carry_phase(self, phases: np.ndarray, start_frame: int, end_frame: int) -> None:
         """Keep the phase of the first held frame (the next decode's first emitted frame),
-        decoded here with ``hold`` frames of right context. While the window is shorter than
-        ``hold`` the next one starts where this one did, and the old anchor stays valid."""
+        decoded here with the rest of the held frames as its right context. While the window is
+        shorter than ``hold``, the next one starts where this one did and the old anchor stays
+        valid."""
         held = end_frame - self.hold
         if held >= start_frame:
             self._phase[:] = phases[:, :, (held - start_frame) * self._spectral]
