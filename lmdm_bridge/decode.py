@@ -47,11 +47,16 @@ RECEPTIVE_FRAMES = 12
 DEFAULT_FADE_FRAMES = 2
 
 
+def is_stateful(spec: GraphSpec) -> bool:
+    """Whether the ``vae_decoder`` graph ``spec`` carries phase from decode to decode."""
+    return "phase" in {t.name for t in spec.inputs}
+
+
 def whole_decode_feeds(spec: GraphSpec, latents: np.ndarray) -> dict[str, np.ndarray]:
     """Inputs of the ``vae_decoder`` graph ``spec`` for decoding ``latents (B, C, F)`` as one
     whole stream: a stateful decoder starts at phase 0 in frame 0."""
     feeds = {"latents": np.asarray(latents, np.float32)}
-    if "phase" in {t.name for t in spec.inputs}:
+    if is_stateful(spec):
         feeds["phase"] = np.zeros((len(latents), spec.input("phase").shape[1]), np.float32)
         feeds["phase_frame"] = np.zeros(1, np.int64)
     return feeds
@@ -91,7 +96,7 @@ class StreamingDecoder:
         self._audio = np.zeros((1, self.channels, self._window.shape[-1] * self.ratio),
                                np.float32)
         spec = bundle.manifest.graph("vae_decoder")
-        self._stateful = "phase" in {t.name for t in spec.inputs}
+        self._stateful = is_stateful(spec)
         if self._stateful:
             dims = spec.example_dims
             self._spectral = dims["spectral_frames"] // dims["frames"]  # STFT frames per frame

@@ -22,7 +22,7 @@ WIDTH = 31
 RATIO = 10.0
 
 
-def _power(audio: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+def power_spectrogram(audio: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     """(samples,) -> STFT power (frames, n_fft // 2 + 1), hann window, frames fully inside."""
     if len(audio) < n_fft:
         audio = np.pad(audio, (0, n_fft - len(audio)))
@@ -31,15 +31,20 @@ def _power(audio: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     return spec.real ** 2 + spec.imag ** 2
 
 
+def local_median(values: np.ndarray, width: int = WIDTH) -> np.ndarray:
+    """(frames, bins) -> the median of the ``width`` bins around each bin (reflected at the
+    edges), same shape."""
+    half = width // 2
+    padded = np.pad(values, ((0, 0), (half, half)), mode="reflect")
+    return np.median(sliding_window_view(padded, width, axis=1), axis=2)
+
+
 def tonal_energy(audio: np.ndarray, n_fft: int = N_FFT, hop: int = HOP, width: int = WIDTH,
                  ratio: float = RATIO) -> float:
     """Share in [0, 1] of the energy of mono ``audio (samples,)`` in bins ``ratio`` x above the
     median of the ``width`` bins around them; 0 for a silent clip."""
-    power = _power(np.asarray(audio), n_fft, hop)
+    power = power_spectrogram(np.asarray(audio), n_fft, hop)
     total = power.sum()
     if total <= 1e-20:
         return 0.0
-    half = width // 2
-    padded = np.pad(power, ((0, 0), (half, half)), mode="reflect")
-    local = np.median(sliding_window_view(padded, width, axis=1), axis=2)
-    return float(power[power > ratio * local].sum() / total)
+    return float(power[power > ratio * local_median(power, width)].sum() / total)

@@ -280,6 +280,12 @@ class StftCodec(nn.Module):
         self.register_buffer("synthesis", synthesis, persistent=False)
         self.register_buffer("window_sq", torch.hann_window(config.n_fft)[None, None] ** 2,
                              persistent=False)
+        # (C * bins, 1): pi k, from the zero-phase convention of the peak-locked phase to the
+        # frame-start one of ``inverse`` (a window centred on the frame is N / 2 samples late).
+        k = torch.arange(config.bins, dtype=torch.float32)
+        self.register_buffer("zero_phase_shift",
+                             (math.pi * k).repeat(config.audio_channels)[:, None],
+                             persistent=False)
         self.register_buffer("latent_mean", torch.zeros(config.latent_dim))
         self.register_buffer("latent_std", torch.ones(config.latent_dim))
         self.encoder = StftEncoder(config)
@@ -362,12 +368,7 @@ class StftCodec(nn.Module):
             raise ValueError("decode_with_phase needs a codec with phase = 'peak-locked'")
         logmag, _ = self.decoder(self._denormalise(latents))
         phases = self.peak_locked_phase(logmag, phase, phase_frame)
-        return self.inverse(logmag, phases + self._zero_phase_shift()), phases
-
-    def _zero_phase_shift(self) -> Tensor:
-        """(C * bins, 1): pi k, from the zero-phase convention to ``inverse``'s frame-start one."""
-        k = torch.arange(self.config.bins, dtype=torch.float32, device=self.latent_mean.device)
-        return (math.pi * k).repeat(self.config.audio_channels)[:, None]
+        return self.inverse(logmag, phases + self.zero_phase_shift), phases
 
     @torch.no_grad()
     def fit_linear_path(self, logmag: Tensor) -> float:
@@ -413,7 +414,7 @@ class StftCodec(nn.Module):
                              f"got {tuple(latents.shape)}")
         logmag, phase = self.decoder(self._denormalise(latents))
         if phase is None:
-            phase = self.peak_locked_phase(logmag) + self._zero_phase_shift()
+            phase = self.peak_locked_phase(logmag) + self.zero_phase_shift
         return self.inverse(logmag, phase)
 
     def _denormalise(self, latents: Tensor) -> Tensor:

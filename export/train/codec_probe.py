@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numpy.lib.stride_tricks import sliding_window_view
 
-from lmdm_export.eval.tonal import tonal_energy
+from lmdm_export.eval.tonal import local_median, power_spectrogram, tonal_energy
 
 PROBE_TONES_HZ = (110.0, 261.63, 440.0, 987.77)
 
@@ -102,11 +101,11 @@ def _partials(audio: np.ndarray, range_db: float) -> list[tuple[np.ndarray, np.n
     ``range_db`` of the frame's strongest bin that stand ``PARTIAL_PROMINENCE_DB`` above the
     median of the 31 bins around them (noise has local maxima everywhere, but few of those), and
     the frame's magnitudes."""
-    frames = sliding_window_view(audio.astype(np.float64), PARTIAL_FFT)[::PARTIAL_FFT // 4]
+    mags = np.sqrt(power_spectrogram(audio, PARTIAL_FFT, PARTIAL_FFT // 4))
+    levels = 20 * np.log10(mags + 1e-12)
+    locals_ = 20 * np.log10(local_median(mags) + 1e-12)  # the log commutes with the median
     out = []
-    for mag in np.abs(np.fft.rfft(frames * np.hanning(PARTIAL_FFT), axis=1)):
-        level = 20 * np.log10(mag + 1e-12)
-        local = np.median(sliding_window_view(np.pad(level, 15, mode="reflect"), 31), axis=1)
+    for mag, level, local in zip(mags, levels, locals_, strict=True):
         inner = level[1:-1]
         peak = (inner > level[:-2]) & (inner >= level[2:]) & \
             (inner > level.max() - range_db) & (inner > local[1:-1] + PARTIAL_PROMINENCE_DB)

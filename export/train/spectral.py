@@ -21,6 +21,13 @@ def _mag(x: Tensor, n_fft: int) -> Tensor:
     return spec.abs().clamp(min=1e-5)
 
 
+def _sc_log_l1(mp: Tensor, mt: Tensor, log_p: Tensor, log_t: Tensor) -> Tensor:
+    """Spectral convergence + mean L1 of log-magnitudes per item of (N, bins, frames)
+    magnitudes and their logs -> (N,)."""
+    sc = torch.linalg.norm(mt - mp, dim=(1, 2)) / torch.linalg.norm(mt, dim=(1, 2)).clamp(min=1e-9)
+    return sc + (log_t - log_p).abs().mean(dim=(1, 2))
+
+
 def mr_stft(pred: Tensor, target: Tensor, resolutions: tuple[int, ...] = RESOLUTIONS,
             reduce: bool = True) -> Tensor:
     """Multi-resolution STFT distance of (B, C, N) signals: a scalar, or (B,) with reduce=False."""
@@ -28,9 +35,7 @@ def mr_stft(pred: Tensor, target: Tensor, resolutions: tuple[int, ...] = RESOLUT
     total = 0
     for n_fft in resolutions:
         mp, mt = _mag(p, n_fft), _mag(t, n_fft)
-        sc = torch.linalg.norm(mt - mp, dim=(1, 2)) / torch.linalg.norm(mt, dim=(1, 2))
-        log_l1 = (mt.log() - mp.log()).abs().mean(dim=(1, 2))
-        total = total + sc + log_l1
+        total = total + _sc_log_l1(mp, mt, mp.log(), mt.log())
     per_item = (total / len(resolutions)).reshape(pred.shape[0], -1).mean(1)
     return per_item.mean() if reduce else per_item
 
@@ -39,9 +44,7 @@ def log_magnitude_distance(pred: Tensor, target: Tensor) -> Tensor:
     """Spectral convergence + mean L1 between log-magnitudes (B, rows, F) on one STFT grid: the
     MR-STFT distance's terms at the codec's own resolution, for a decoder whose output is that
     grid's log-magnitudes (the peak-locked codec, whose phase follows from them)."""
-    mp, mt = pred.exp(), target.exp()
-    sc = torch.linalg.norm(mt - mp, dim=(1, 2)) / torch.linalg.norm(mt, dim=(1, 2)).clamp(min=1e-9)
-    return (sc + (target - pred).abs().mean(dim=(1, 2))).mean()
+    return _sc_log_l1(pred.exp(), target.exp(), pred, target).mean()
 
 
 def si_sdr(pred: Tensor, target: Tensor) -> Tensor:
