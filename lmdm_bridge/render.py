@@ -85,14 +85,37 @@ def _apply(engine: Engine, event: Event) -> None:
         engine.eject(min(event.value, engine.geometry.context_frames))
 
 
-def write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    """``audio (channels, samples)`` float32 -> 16-bit WAV, via a temporary file in the same
-    folder renamed into place, so a crash never leaves a half-written file."""
+# Output formats by file extension: WAV through soundfile (16-bit PCM, as before), the
+# compressed ones through pedalboard's encoders (LAME for MP3, libvorbis for Ogg).
+AUDIO_FORMATS = (".wav", ".flac", ".mp3", ".ogg")
+
+
+def check_audio_path(path: Path) -> str:
+    """The lower-case extension of an output path, or a ValueError naming the formats."""
+    suffix = path.suffix.lower()
+    if suffix not in AUDIO_FORMATS:
+        raise ValueError(f"cannot write {path}: its extension must name a format, one of "
+                         f"{', '.join(AUDIO_FORMATS)}")
+    return suffix
+
+
+def write_audio_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    """``audio (channels, samples)`` float32 -> a file whose extension names the format (see
+    :data:`AUDIO_FORMATS`), via a temporary file in the same folder renamed into place, so a
+    crash never leaves a half-written file."""
+    suffix = check_audio_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{suffix}")
     try:
-        sf.write(str(tmp), np.ascontiguousarray(audio.T), sample_rate, subtype="PCM_16",
-                 format="WAV")
+        if suffix == ".wav":
+            sf.write(str(tmp), np.ascontiguousarray(audio.T), sample_rate, subtype="PCM_16",
+                     format="WAV")
+        else:
+            from pedalboard.io import AudioFile
+
+            quality = "V2" if suffix == ".mp3" else None  # LAME's transparent VBR preset
+            with AudioFile(str(tmp), "w", sample_rate, audio.shape[0], quality=quality) as f:
+                f.write(np.ascontiguousarray(np.clip(audio, -1.0, 1.0), np.float32))
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

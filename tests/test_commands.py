@@ -80,6 +80,37 @@ def test_bad_events_file_is_named_and_nothing_is_written(bundle, tmp_path, conte
     assert not out.exists()
 
 
+@pytest.mark.parametrize("suffix", [".flac", ".mp3", ".ogg"])
+def test_compressed_outputs_decode_to_the_rendered_audio(tmp_path, suffix):
+    from pedalboard.io import AudioFile
+
+    from lmdm_bridge.render import write_audio_atomic
+
+    t = np.arange(22050) / 22050
+    audio = np.stack((0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 660 * t)))
+    out = tmp_path / f"tone{suffix}"
+    write_audio_atomic(out, audio.astype(np.float32), 22050)
+    with AudioFile(str(out)) as f:
+        assert (f.samplerate, f.num_channels) == (22050, 2)
+        back = f.read(f.frames)
+    assert abs(back.shape[1] - 22050) < 2048  # codecs may pad to their frame size
+    n = min(back.shape[1], 22050)
+    lossless = suffix == ".flac"
+    # Compare levels, not samples: lossy encoders shift the signal by their priming delay.
+    rms = np.sqrt(np.mean(back[:, :n] ** 2, axis=1))
+    assert np.allclose(rms, [0.5 / np.sqrt(2), 0.3 / np.sqrt(2)], rtol=1e-3 if lossless else 0.1)
+    assert not list(tmp_path.glob(".*.tmp-*"))
+
+
+def test_unknown_output_extension_is_refused_before_rendering(bundle, tmp_path):
+    out = tmp_path / "x.aiff"
+    result = _run("render", "--bundle", str(bundle), "--prompt", "t", "--seconds", "1",
+                  "--out", str(out))
+    assert result.returncode == 2
+    assert "extension must name a format" in result.stderr and ".mp3" in result.stderr
+    assert not out.exists()
+
+
 def test_render_without_a_bundle_says_what_to_do(tmp_path):
     result = _run("render", "--bundle", str(tmp_path / "nope"), "--prompt", "t", "--seconds",
                   "1", "--out", str(tmp_path / "x.wav"))

@@ -1,4 +1,4 @@
-"""``lmdm-bridge render``: stream a prompt through the engine into a WAV file."""
+"""``lmdm-bridge render``: stream a prompt through the engine into an audio file."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 NAME = "render"
-HELP = "render a prompt to a WAV file through the streaming engine"
+HELP = "render a prompt to an audio file (WAV, FLAC, MP3, Ogg) through the streaming engine"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bundle folder (default: the embedded default model)")
     parser.add_argument("--prompt", required=True, help="text prompt")
     parser.add_argument("--seconds", type=float, required=True, help="length of the output")
-    parser.add_argument("--out", type=Path, required=True, metavar="FILE.wav")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE.wav",
+                        help="output file; the extension picks the format: .wav (16-bit), "
+                        ".flac, .mp3 or .ogg")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, help="sampler steps (default: the bundle's)")
     parser.add_argument("--cfg", type=float, help="guidance scale (default: the bundle's)")
@@ -35,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
     from lmdm_bridge.default_model import default_bundle
     from lmdm_bridge.events import EventsError, load_events
     from lmdm_bridge.manifest import BundleError
-    from lmdm_bridge.render import Progress, render, write_wav_atomic
+    from lmdm_bridge.render import Progress, check_audio_path, render, write_audio_atomic
 
     try:
+        check_audio_path(args.out)
         events = load_events(args.events) if args.events else []
         bundle = Bundle(args.bundle or default_bundle(), providers=args.providers)
         progress = Progress(0)
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                               steps=args.steps, cfg=args.cfg, method=args.method,
                               events=events, on_block=on_block)
         progress.close()
-        write_wav_atomic(args.out, audio, bundle.geometry.sample_rate)
+        write_audio_atomic(args.out, audio, bundle.geometry.sample_rate)
     except (BundleError, EventsError, ValueError, OSError) as exc:
         raise CommandError(str(exc)) from exc
     if args.json:
