@@ -84,8 +84,8 @@ def pipeline(tmp_path_factory):
                                     steps=2, timesteps="shifted-uniform", **common))
     train_arc(ArcTrainConfig(latents=str(work / "latents"), out=str(work / "arc"),
                              init=str(work / "lmdm" / "release.pt"),
-                             base=str(work / "base" / "release.pt"), steps=2, batch=2,
-                             rollout_chunks=2, feature_block=1, head_width=8))
+                             base=str(work / "base" / "release.pt"), steps=3, batch=2,
+                             rollout_chunks=2, feature_block=1, head_width=8, disc_warmup=1))
     return work
 
 
@@ -233,6 +233,10 @@ def test_every_stage_writes_a_release_and_a_log(pipeline):
         assert any(r.get("event") == "replicas" and r["identical"] for r in records)
     base_log = [json.loads(line) for line in (pipeline / "base" / "log.jsonl").open()]
     assert any("val" in r for r in base_log)
+    arc_steps = [json.loads(line) for line in (pipeline / "arc" / "log.jsonl").open()]
+    arc_steps = [r for r in arc_steps if "phase" in r]
+    assert [r["phase"] for r in arc_steps] == ["D", "G", "D"]  # warm-up, then "GD"
+    assert all(r["spread"] > 0 for r in arc_steps)
 
 
 def test_the_lmdm_stage_also_trains_the_enc_dec_variant(pipeline, tmp_path):
@@ -275,6 +279,27 @@ def test_latent_shards_are_read_once(pipeline, monkeypatch):
     data = load_latents(pipeline / "latents", "train")
     shards = json.loads((pipeline / "latents" / "index.json").read_text())["shards"]
     assert len(data) > len(shards) and reads.count("latents") == len(shards)
+
+
+def test_label_balance_moves_windows_from_long_labels_to_short_ones():
+    """Two labels, 90 and 10 frames of audio: at balance 0 windows follow the audio (0.9 /
+    0.1), at 1 each label gets half, at 0.5 the square roots (0.75 / 0.25); within a label
+    items stay weighted by length, and sampled windows follow the weights."""
+    from lmdm_export.train.latent_data import LatentSet, WindowSampler, item_weights
+
+    lengths = [60, 30, 6, 4]
+    data = LatentSet(np.zeros((sum(lengths), 2), np.float16),
+                     np.concatenate(([0], np.cumsum(lengths))), ["a", "b", "c", "d"],
+                     ["long", "long", "short", "short"], ["p", "q", "r", "s"])
+    for balance, long_share in ((0.0, 0.9), (1.0, 0.5), (0.5, 3 / 4)):
+        p = item_weights(data, balance)
+        assert p.sum() == pytest.approx(1.0)
+        assert p[:2].sum() == pytest.approx(long_share)
+        assert p[0] / p[1] == pytest.approx(2.0) and p[2] / p[3] == pytest.approx(1.5)
+    _, idx = WindowSampler(data, 4, seed=0, label_balance=1.0).batch(4000)
+    assert np.mean(idx >= 2) == pytest.approx(0.5, abs=0.03)
+    with pytest.raises(ValueError, match="label_balance"):
+        item_weights(data, 1.5)
 
 
 def test_resume_continues_exactly_where_the_run_stopped(pipeline, tmp_path):

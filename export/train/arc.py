@@ -18,7 +18,8 @@ Per optimiser step, for a batch of real latent sequences ``X`` of ``s + n c`` fr
    D(real, c_rolled)))`` where ``c_rolled`` gives item i the prompt of item i + 1 (a rolled copy;
    the reference mutated its metadata in place, bug 8).
 5. **Schedule**: ``schedule`` is a string of G and D letters cycled over steps ("GD" alternates,
-   as the reference; "GDD" gives the discriminator two steps per generator step).
+   as the reference; "GDD" gives the discriminator two steps per generator step), after
+   ``disc_warmup`` discriminator-only steps (the reference has none; 0 reproduces it).
 
 Decisions where the reference is off (lmdm-reference §6 bug 10): the discriminator's features
 cover exactly the rolled-out frames (the reference kept the last context frame by an off-by-one);
@@ -61,6 +62,10 @@ class ArcTrainConfig:
     base: str = "runs/base/release.pt"  # the discriminator's DiT starts from the base model
     steps: int = 400  # optimiser steps, generator and discriminator together
     schedule: str = "GD"
+    # Discriminator-only steps before the schedule starts (counted in ``steps``): a generator
+    # step against an untrained head follows the head's random preference, which on the default
+    # model steadily widened the rolled-out latents' spread past the data's.
+    disc_warmup: int = 0
     batch: int = 4
     rollout_chunks: int = 4
     k_max: int = 6
@@ -76,12 +81,15 @@ class ArcTrainConfig:
     context_uncond: float = 0.25
     context_partial: float = 0.1
     cfg_dropout: float = 0.1
+    label_balance: float = 0.0  # as in the diffusion stages (latent_data.item_weights)
     seed: int = 0
     checkpoint_minutes: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.schedule or set(self.schedule) - {"G", "D"}:
             raise ValueError(f"schedule {self.schedule!r} must be a string of G and D letters")
+        if not 0 <= self.disc_warmup < self.steps:
+            raise ValueError(f"disc_warmup {self.disc_warmup} must be in 0..steps-1")
         if self.k_max < 2:
             raise ValueError("k_max must be >= 2 (k_j is drawn from 1..k_max-1)")
 
@@ -242,7 +250,8 @@ def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
     s, c = stream.context_frames, stream.block_frames
     frames = s + cfg.rollout_chunks * c
     data = load_latents(cfg.latents, "train")
-    sampler = WindowSampler(data, frames, seed=cfg.seed * 1000 + d.rank)
+    sampler = WindowSampler(data, frames, seed=cfg.seed * 1000 + d.rank,
+                            label_balance=cfg.label_balance)
     g_params = [p for p in [*generator_model.dit.parameters(),
                             *generator_model.conditioner.parameters()] if p.requires_grad]
     d_params = [p for p in disc.parameters() if p.requires_grad]
@@ -267,7 +276,8 @@ def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
     runlog = loop.RunLog(run_dir, d, cfg.steps, cfg)
     first, last_save = step, time.monotonic()
     while step < cfg.steps:
-        phase = cfg.schedule[step % len(cfg.schedule)]
+        after = step - cfg.disc_warmup
+        phase = "D" if after < 0 else cfg.schedule[after % len(cfg.schedule)]
         shared = torch.Generator().manual_seed(cfg.seed * 15485863 + step)  # same on all ranks
         ks = [int(k) for k in torch.randint(1, cfg.k_max, (cfg.rollout_chunks,),
                                             generator=shared)]
@@ -315,8 +325,11 @@ def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
         opt.step()
         step += 1
         runlog.progress(step, first, **values)
+        # The rolled-out chunks' spread against the real continuation's: the first sign of a
+        # generator that sharpens past the data (> 1) or still blurs (< 1).
+        spread = float(fake_tail.detach().std() / real[..., s:].std().clamp_min(1e-8))
         runlog.write({"step": step, "phase": phase, "ks": ks, "grad_norm": float(grad),
-                      "t_g_mean": float(t_g.mean()), **values})
+                      "t_g_mean": float(t_g.mean()), "spread": spread, **values})
         if time.monotonic() - last_save > 60 * cfg.checkpoint_minutes or step == cfg.steps:
             ckpt.save({"generator": generator_model.dit.state_dict(),
                        "generator_conditioner": generator_model.conditioner.state_dict(),

@@ -75,6 +75,7 @@ class DiffusionTrainConfig:
     group_dropout: float = 0.1
     context_uncond: float = 0.2
     context_partial: float = 0.3
+    label_balance: float = 0.0  # 0: windows by audio length; 1: every label equally often
     seed: int = 0
     val_every: int = 250
     val_windows: int = 64
@@ -278,7 +279,8 @@ def train_stage(stage: str, cfg: DiffusionTrainConfig, *, resume: bool = False) 
     config = model_config(cfg, stage, StftCodecConfig(**codec["config"]))
     frames = cfg.geometry.context_frames + cfg.geometry.block_frames  # base and LMDM alike
     train_set, val_set = load_latents(cfg.latents, "train"), load_latents(cfg.latents, "val")
-    sampler = WindowSampler(train_set, frames, seed=cfg.seed * 1000 + d.rank)
+    sampler = WindowSampler(train_set, frames, seed=cfg.seed * 1000 + d.rank,
+                            label_balance=cfg.label_balance)
     val_x, val_idx = fixed_windows(val_set, cfg.val_windows, frames)
 
     model = build_model(config)

@@ -62,17 +62,39 @@ def load_latents(folder: str | Path, split: str) -> LatentSet:
     return LatentSet(np.concatenate(chunks), offsets, captions, labels, pieces)
 
 
+def item_weights(data: LatentSet, label_balance: float = 0.0) -> np.ndarray:
+    """Sampling probabilities (n,) of the items: by length within a label, and each label with
+    probability proportional to ``frames_label ** (1 - label_balance)``.
+
+    ``label_balance`` 0 samples every frame equally (a label's share is its share of the
+    audio); 1 gives every label the same share. The default corpus has 4.8 minutes of each of
+    its loop labels (electronic, percussion) beside hours of chorales, so at 0 a model sees
+    them in 1 window of 380; 0.5 (1 in 70) is the usual temperature-sampling compromise.
+    """
+    if not 0.0 <= label_balance <= 1.0:
+        raise ValueError(f"label_balance {label_balance} must be in [0, 1]")
+    lengths = data.lengths.astype(np.float64)
+    labels = np.asarray(data.labels)
+    p = np.empty_like(lengths)
+    for label in np.unique(labels):
+        own = labels == label
+        total = lengths[own].sum()
+        p[own] = lengths[own] / total * total ** (1.0 - label_balance)
+    return p / p.sum()
+
+
 class WindowSampler:
-    """Random windows of ``frames`` latent frames, items weighted by length:
+    """Random windows of ``frames`` latent frames, items drawn by :func:`item_weights`:
     ``batch(n)`` -> (latents (n, D, frames) float32, item indices (n,))."""
 
-    def __init__(self, data: LatentSet, frames: int, seed: int) -> None:
+    def __init__(self, data: LatentSet, frames: int, seed: int, *,
+                 label_balance: float = 0.0) -> None:
         short = int((data.lengths < frames).sum())
         if short:
             raise ValueError(f"{short} items are shorter than the {frames}-frame window: "
                              "re-encode with a larger min_frames")
         self.data, self.frames = data, frames
-        self.p = data.lengths / data.lengths.sum()
+        self.p = item_weights(data, label_balance)
         self.rng = np.random.default_rng(seed)
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
