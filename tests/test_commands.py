@@ -111,6 +111,31 @@ def test_unknown_output_extension_is_refused_before_rendering(bundle, tmp_path):
     assert not out.exists()
 
 
+def test_the_embedded_default_model_renders_music_without_a_bundle_flag(tmp_path):
+    """The shipped bundle (make default-model's output) is in the package, under the size
+    limit, intact (manifest checksums), and `render` without --bundle plays it: a level
+    signal with tonal structure, not silence or noise."""
+    from lmdm_bridge.default_model import DEFAULT_BUNDLE
+    from lmdm_bridge.manifest import read_manifest
+
+    manifest = read_manifest(DEFAULT_BUNDLE)  # verifies every file's sha256
+    assert manifest.dtype == "int8-all"
+    size = sum(f.stat().st_size for f in DEFAULT_BUNDLE.iterdir())
+    assert size < 60e6, f"the embedded default is {size / 1e6:.1f} MB"
+    out = tmp_path / "organ.wav"
+    result = _run("render", "--prompt", "church organ chorale in F major, 86 bpm", "--seconds",
+                  "6", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    audio, rate = sf.read(str(out), dtype="float32")
+    assert rate == manifest.geometry.sample_rate
+    settled = audio[rate:]  # after the decoder's latency
+    rms = float(np.sqrt(np.mean(settled ** 2)))
+    assert 0.02 < rms < 0.7 and np.abs(settled).max() <= 1.0
+    spectrum = np.abs(np.fft.rfft(settled[:4 * rate] * np.hanning(4 * rate))) ** 2
+    top = np.sort(spectrum)[::-1]
+    assert top[:200].sum() > 0.5 * spectrum.sum()  # energy in partials, as music has
+
+
 def test_render_without_a_bundle_says_what_to_do(tmp_path):
     result = _run("render", "--bundle", str(tmp_path / "nope"), "--prompt", "t", "--seconds",
                   "1", "--out", str(tmp_path / "x.wav"))
