@@ -7,9 +7,7 @@ LMDM=${LMDM:-.venv/bin/lmdm-bridge}
 OUT=${OUT:-docs/examples}
 mkdir -p "$OUT"
 while IFS='|' read -r name prompt; do
-    $LMDM render --prompt "$prompt" --seconds 12 --seed 0 --out "$OUT/$name.mp3" --json \
-        > "$OUT/.$name.json"
-    echo "$OUT/$name.mp3: $prompt"
+    $LMDM render --prompt "$prompt" --seconds 12 --seed 0 --out "$OUT/$name.mp3"
 done <<'PROMPTS'
 organ|church organ chorale in F major, 86 bpm
 strings|string ensemble chorale in D minor, 72 bpm
@@ -22,4 +20,3 @@ accordion|accordion folk tune in G major, 112 bpm
 drums|rock drum groove, standard kit, 100 bpm
 electronic|electronic techno loop, 128 bpm
 PROMPTS
-rm -f "$OUT"/.*.json

@@ -33,6 +33,7 @@ from lmdm_bridge.manifest import Manifest, read_manifest
 from lmdm_export.bundle.graphs import DIT_GRAPHS
 from lmdm_export.bundle.writer import _examples
 from lmdm_export.checkpoint import load_checkpoint
+from lmdm_export.eval.tonal import power_spectrogram
 from lmdm_export.model.lmdm import LMDM
 from lmdm_export.model.oobleck import fold_weight_norm
 from lmdm_export.release import is_release, load_release_model
@@ -93,17 +94,14 @@ def torch_model(bundle: Path, checkpoint: Path | None = None, model_config: Path
 
 def _spectral_relative(a: np.ndarray, b: np.ndarray, n_fft: int = 1024) -> float:
     """Spectral convergence || |A| - |B| ||_F / || |B| ||_F of audio ``(..., samples)``: Hann
-    frames of ``n_fft`` (fewer for shorter audio), hop n_fft / 4."""
+    frames of ``n_fft`` (one zero-padded frame for shorter audio), hop n_fft / 4."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         return float("inf")
-    n_fft = min(n_fft, 2 ** int(np.log2(max(a.shape[-1], 4))))
-    hop, window = n_fft // 4, np.hanning(n_fft)
 
     def magnitude(x: np.ndarray) -> np.ndarray:
-        x = x.reshape(-1, x.shape[-1])
-        frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[..., ::hop, :]
-        return np.abs(np.fft.rfft(frames * window, axis=-1))
+        return np.stack([np.sqrt(power_spectrogram(c, n_fft, n_fft // 4))
+                         for c in x.reshape(-1, x.shape[-1])])
 
     ma, mb = magnitude(a), magnitude(b)
     return float(np.linalg.norm(ma - mb) / max(np.linalg.norm(mb), 1e-12))
