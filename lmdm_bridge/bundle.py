@@ -16,6 +16,7 @@ Each call is timed per role (:attr:`Bundle.stats`) for render statistics and ben
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,14 +75,29 @@ def choose_providers(request: str) -> list[str]:
     return [_CPU]
 
 
+def default_threads() -> int:
+    """Intra-op threads per graph when none are asked for: half the cores this process may use.
+
+    The generator and the streaming decoder run side by side on their own threads
+    (:mod:`lmdm_bridge.pipeline`), so each gets half. onnxruntime's own default, one thread per
+    core for every session, loses twice on a small model: the two stages' thread pools compete
+    for the same cores, and even alone its threads spend more time waiting on each other than
+    computing (the default bundle on 2 cores: 150-190 ms per block with two threads, 115-135 ms
+    with one; docs/performance.md).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // 2)
+
+
 class Bundle:
     """A validated bundle folder with lazily created sessions.
 
     ``providers``: ``"auto"`` (CUDA when onnxruntime has it, else CPU), ``"cpu"`` or ``"cuda"``
-    (falls back to CPU with a logged warning). ``threads``: onnxruntime's intra-op threads
-    (None: its default). ``device_buffers``: keep engine state in ``OrtValue``s (default: only
-    under CUDA, where it saves the host round trip of the KV cache every call; on CPU it exists
-    so tests can exercise that path). ``check_files``: verify every sha256 on load.
+    (falls back to CPU with a logged warning). ``threads``: onnxruntime's intra-op threads per
+    graph (None: :func:`default_threads`; 0: onnxruntime's own default, one per core).
+    ``device_buffers``: keep engine state in ``OrtValue``s (default: only under CUDA, where it
+    saves the host round trip of the KV cache every call; on CPU it exists so tests can
+    exercise that path). ``check_files``: verify every sha256 on load.
     """
 
     def __init__(self, path: str | Path, *, providers: str = "auto", threads: int | None = None,
@@ -91,7 +107,7 @@ class Bundle:
         self.providers = choose_providers(providers)
         self.device = "cuda" if self.providers[0] == _CUDA else "cpu"
         self.device_buffers = self.device == "cuda" if device_buffers is None else device_buffers
-        self.threads = threads
+        self.threads = default_threads() if threads is None else threads
         self.stats: dict[str, CallStats] = {}
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._io: dict[str, tuple[set[str], tuple[str, ...]]] = {}  # input names, output names
@@ -112,8 +128,7 @@ class Bundle:
             spec = self.spec(role)
             options = ort.SessionOptions()
             options.log_severity_level = 3  # onnxruntime's own warnings are not ours to print
-            if self.threads is not None:
-                options.intra_op_num_threads = self.threads
+            options.intra_op_num_threads = self.threads
             start = time.perf_counter()
             try:
                 self._sessions[role] = ort.InferenceSession(

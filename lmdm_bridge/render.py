@@ -23,6 +23,7 @@ from lmdm_bridge.bundle import Bundle
 from lmdm_bridge.decode import StreamingDecoder
 from lmdm_bridge.engine import Engine
 from lmdm_bridge.events import Event, due
+from lmdm_bridge.pipeline import DecodeStage
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class RenderStats:
     wall_seconds: float
     realtime_factor: float  # audio seconds per wall second (>= 1 keeps up with playback)
     time_to_first_audio: float  # from the start (prompt encoding included) to the first samples
-    block_median: float  # seconds per block: generation + decoding
+    block_median: float  # seconds between blocks' audio: generation beside decoding
     block_p95: float
     block_seconds: float  # audio per block
     method: str
@@ -142,18 +143,30 @@ def render(bundle: Bundle, *, prompt: str, seconds: float, seed: int = 0,
     events = list(events or [])
     engine.set_prompt(prompt)
     next_event = 0
-    chunks, block_times, first_audio = [], [], None
-    for b in range(blocks):
-        now, next_event = due(events, next_event, b * g.block_seconds)
-        for event in now:
-            _apply(engine, event)
-        t0 = time.perf_counter()
-        chunks.append(decoder.push(engine.next_block()))
-        block_times.append(time.perf_counter() - t0)
-        if first_audio is None:
-            first_audio = time.perf_counter() - start
-        if on_block is not None:
-            on_block(b + 1, blocks)
+    chunks, done_at = [], []
+    stage = DecodeStage(decoder)  # each block decodes while the engine samples the next
+    loop_start = time.perf_counter()
+    try:
+        for b in range(blocks + 1):
+            if b < blocks:
+                now, next_event = due(events, next_event, b * g.block_seconds)
+                for event in now:
+                    _apply(engine, event)
+                audio = stage.submit(engine.next_block())
+            else:
+                audio = stage.take()
+            if audio is None:
+                continue
+            chunks.append(audio)
+            done_at.append(stage.done_at)
+            if on_block is not None:
+                on_block(len(chunks), blocks)
+    finally:
+        stage.close()
+    # A block's time is the interval between two blocks' audio: with the overlap, the slower
+    # of generation and decoding (the first one: generation, then decoding).
+    block_times = np.diff([loop_start, *done_at])
+    first_audio = done_at[0] - start
     audio = np.concatenate(chunks, axis=-1)[:, decoder.latency:decoder.latency + total]
     wall = time.perf_counter() - start
     stats = RenderStats(

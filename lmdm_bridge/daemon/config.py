@@ -92,8 +92,9 @@ class DaemonConfig:
     seed: int = 0
     method: str | None = None
     ahead: int = 2  # blocks the generation worker keeps ready ahead of playback
-    # onnxruntime's intra-op threads (None: its default, one per core). On a machine that is
-    # busy with other work, 1 avoids spinning threads fighting for the cores (docs/performance.md).
+    # onnxruntime's intra-op threads per graph (None: half the cores, since the decoder runs
+    # beside the generator). On a machine busy with other work, 1 avoids spinning threads
+    # fighting for the cores (docs/performance.md).
     threads: int | None = None
     osc: OscSettings = field(default_factory=OscSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)

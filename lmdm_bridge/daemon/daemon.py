@@ -5,6 +5,9 @@
 * the **generation worker** (:meth:`Daemon.run`, the calling thread) applies queued controls at
   block boundaries, keeps ``ahead`` blocks of audio queued in front of playback, and publishes
   the status;
+* the **decode stage** (:class:`~lmdm_bridge.pipeline.DecodeStage`, its own thread) decodes
+  each block while the worker samples the next; only the worker submits to it and queues its
+  audio;
 * the **OSC server** (its own thread) validates messages and queues controls; it never touches
   the engine.
 
@@ -51,6 +54,7 @@ from lmdm_bridge.osc import (
     TableSettings,
     build_table,
 )
+from lmdm_bridge.pipeline import DecodeStage
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,7 @@ class Daemon:
                                 steps=config.steps, cfg=config.cfg, seed=config.seed,
                                 threads=config.threads)
         self.loader = ModelLoader(self._load)
+        self.stage = DecodeStage(self.model.decoder)
         self.status = StatusSnapshot(model=self.model.name)
         self.feed = self._feed(recorder=None)  # checks the channel mapping
         with contextlib.ExitStack() as opened:
@@ -164,8 +169,10 @@ class Daemon:
         (as on reset) and the new stream starts at its first block; the OSC table follows the
         new bundle's defaults."""
         old = self.bundle.geometry
+        self.stage.close()
         self.feed.cut()
         self.model = model
+        self.stage = DecodeStage(model.decoder)
         g = model.bundle.geometry
         if (g.sample_rate, g.audio_channels) != (old.sample_rate, old.audio_channels):
             self.feed = self._feed(self.recorder)
@@ -197,7 +204,10 @@ class Daemon:
                 self._apply(self.server.controls.drain())
                 self._take_loaded()
                 block_seconds = self.model.block_seconds  # a switched model may differ
-                if self.playing and self.feed.queued_seconds < self.config.ahead * block_seconds:
+                if self.stage.ready:
+                    self.feed.push(self.stage.take())
+                queued = self.feed.queued_seconds + self.stage.in_flight * block_seconds
+                if self.playing and queued < self.config.ahead * block_seconds:
                     self._generate()
                 else:
                     self.server.controls.wait(timeout=min(0.05, block_seconds / 4))
@@ -207,6 +217,7 @@ class Daemon:
 
     def close(self) -> None:
         self.server.close()
+        self.stage.close()
         self.backend.stop()
         for recorder in (self.recorder, self.input_recorder):
             if recorder is not None:
@@ -215,17 +226,21 @@ class Daemon:
     # -- worker ------------------------------------------------------------------------------
 
     def _generate(self) -> None:
+        """Sample the next block and hand it to the decode stage; queue the previous block's
+        audio (decoded meanwhile) for playback."""
         start = time.perf_counter()
         try:
-            audio = self.decoder.push(self.engine.next_block())
+            audio = self.stage.submit(self.engine.next_block())
         except Exception as exc:  # one failed block must not stop the music for good
             self.counts.last_error = f"generation failed: {exc}"
             log.exception("generation failed")
             self.stopped.wait(0.5)
             return
-        self.feed.push(audio)
+        if audio is not None:
+            self.feed.push(audio)
         seconds = time.perf_counter() - start
-        # As /lmdm/status documents it: compute time over audio time, below 1 keeps up.
+        # As /lmdm/status documents it: compute time over audio time, below 1 keeps up. With
+        # the decoder running beside the engine, a block costs the slower of the two.
         self._rtf = seconds / self.bundle.geometry.block_seconds
         self.counts.blocks += 1
         self.server.notify_block(self.counts.blocks, self._rtf)
@@ -250,11 +265,12 @@ class Daemon:
             self.playing = True
         elif isinstance(control, Stop):
             self.playing = False
+            self.stage.discard()
             self.feed.cut()
         elif isinstance(control, Reset):
+            self.stage.reset()
             self.feed.cut()
             self.engine.reset()
-            self.decoder.reset()
         elif isinstance(control, SetPrompt):
             self.engine.set_prompt(control.prompt)
         elif isinstance(control, SetCfg):
