@@ -149,6 +149,10 @@ def test_eval_run_end_to_end_on_a_random_bundle(corpus, classifier, tiny_bundle,
     assert all(isinstance(v, float) for v in b["fd_per_label"].values())
     assert 0.0 <= b["tonal_energy"] <= 1.0
     assert b["speed"]["realtime_factor"] > 0 and b["speed"]["realtime_factor_steady"] > 0
+    codec = b["codec"]  # real B through the bundle's own (random) autoencoder
+    assert 0.0 <= codec["adherence"] <= 1.0 and codec["fd"] >= 0
+    assert codec["fd_ratio"] == pytest.approx(codec["fd"] / ref["real_vs_real_fd"])
+    assert set(codec["fd_per_label"]) == {"noise", "sine"}
     assert b["bundle"]["sample_rate"] == 44100 and b["bundle"]["audio_channels"] == 2
     assert b["bundle"]["steps"] == 2
     drift = b["drift"]
@@ -157,6 +161,7 @@ def test_eval_run_end_to_end_on_a_random_bundle(corpus, classifier, tiny_bundle,
     assert drift["first_minute"]["clips_per_label"] == 2
     md = (out / "report.md").read_text()
     assert "| **a** |" in md and "first minute" in md
+    assert "| real B through a's codec |" in md and "a codec FD" in md
 
     # two bundles side by side: one column pair each, and the drift comparison
     report["bundles"]["b"] = copy.deepcopy(b)
@@ -176,3 +181,38 @@ def test_eval_run_names_an_unknown_label(corpus, classifier, tiny_bundle, tmp_pa
                      str(tmp_path), "--labels", "sine,kazoo", "--stream-minutes", "0"])
     assert code == 2
     assert "kazoo" in capsys.readouterr().err
+
+
+def test_eval_codec_splits_the_codecs_cost(corpus, classifier, tmp_path):
+    """A tiny peak-locked codec trained for a few steps on the synthetic corpus: the STFT
+    round trip is exact, so it scores real-vs-real; the codec costs more than that."""
+    from lmdm_export.model.stft_codec import StftCodecConfig
+    from lmdm_export.train.codec import CodecTrainConfig
+    from lmdm_export.train.codec import train as train_codec
+
+    codec = StftCodecConfig(sample_rate=RATE, latent_dim=4, n_fft=64, hop=16, downsamples=1,
+                            encoder_width=16, encoder_blocks=1, decoder_width=16,
+                            decoder_latent_blocks=1, decoder_frame_blocks=1,
+                            phase="peak-locked", linear_path=True)
+    train_codec(CodecTrainConfig(corpus=str(corpus), out=str(tmp_path / "codec"), codec=codec,
+                                 steps=3, batch=2, crop_frames=16, warmup=1, val_every=3,
+                                 loss_resolutions=(64, 128), kl_weight=0.0,
+                                 sample_latents=False, val_clips=2, val_frames=16,
+                                 stats_clips=4, linear_fit_clips=6))
+    out = tmp_path / "ceiling"
+    code = cli_main(["eval", "codec", "--codec", str(tmp_path / "codec" / "release.pt"),
+                     "--classifier", str(classifier / "classifier.pt"), "--corpus", str(corpus),
+                     "--out", str(out), "--clips", "2"])
+    assert code == 0
+    report = json.loads((out / "codec.json").read_text())
+    ways = report["ways"]
+    assert list(ways) == ["stft_round_trip", "peak_locked_phase", "codec_magnitudes", "codec"]
+    assert ways["stft_round_trip"]["fd"] == pytest.approx(report["real_vs_real_fd"], rel=0.05)
+    assert ways["codec"]["fd"] > ways["stft_round_trip"]["fd"]
+    assert set(ways["codec"]["fd_per_label"]) == {"noise", "sine"}
+
+
+def test_eval_codec_names_a_missing_codec(tmp_path, capsys):
+    code = cli_main(["eval", "codec", "--codec", str(tmp_path / "none.pt")])
+    assert code != 0
+    assert "no codec release" in capsys.readouterr().err

@@ -1,8 +1,8 @@
-"""Glue for ``lmdm-bridge eval classifier ...`` and ``lmdm-bridge eval run ...``.
+"""Glue for ``lmdm-bridge eval classifier|run|codec ...``.
 
 The runtime CLI (:mod:`lmdm_bridge.commands.eval`) parses the arguments and calls :func:`main`;
-this module turns them into a :class:`ClassifierTrainConfig` or :class:`EvalConfig`, runs it and
-logs the headline figures.
+this module turns them into a :class:`ClassifierTrainConfig`, :class:`EvalConfig` or
+:class:`CodecCeilingConfig`, runs it and logs the headline figures.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.action == "classifier":
         return _classifier(args)
+    if args.action == "codec":
+        return _codec(args)
     return _run(args)
 
 
@@ -55,6 +57,21 @@ def _classifier(args: argparse.Namespace) -> int:
         acc = "no held-out pieces" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
         log.info("  %-12s %s (seen train clips %.3f)", label, acc, row["seen_accuracy"])
     log.info("wrote %s", Path(cfg.out) / "classifier.pt")
+    return 0
+
+
+def _codec(args: argparse.Namespace) -> int:
+    from lmdm_export.eval.codec_ceiling import CodecCeilingConfig, codec_ceiling
+
+    if not Path(args.codec).is_file():
+        raise FileNotFoundError(f"no codec release at {args.codec}: train one with "
+                                "`lmdm-bridge train autoencoder` or pass --codec FILE")
+    cfg = CodecCeilingConfig(codec=str(args.codec), classifier=str(args.classifier),
+                             corpus=str(args.corpus), out=str(args.out or "runs/eval-codec"),
+                             clips=args.clips, seed=args.seed)
+    report = codec_ceiling(cfg)
+    log.info("real-vs-real FD %.2f (%d clips); wrote %s", report["real_vs_real_fd"],
+             report["clips"], Path(cfg.out) / "codec.json")
     return 0
 
 

@@ -7,6 +7,10 @@ measured on the very audio being evaluated, decode included: audio seconds over 
 (prompt encoding and the engine's set-up per render included), and the steady-state figure of
 one block's audio over the median block time. A short warm-up render first loads every graph,
 so session creation is not billed to the bundle.
+
+:meth:`BundleSource.resynthesise` passes real clips through the bundle's own autoencoder (encode,
+then one whole decode): the codec's ceiling, what the generator would score with perfect latents.
+It is not timed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from lmdm_bridge.bundle import Bundle
+from lmdm_bridge.decode import whole_decode_feeds
 from lmdm_bridge.render import render
 from lmdm_export.eval.clips import to_mono_rate
 
@@ -43,6 +48,23 @@ class BundleSource:
         self.block_medians.append(stats.block_median)
         self.sampler = {"method": stats.method, "steps": stats.steps, "cfg": stats.cfg}
         return to_mono_rate(audio, self.bundle.geometry.sample_rate, self.target_rate)
+
+    def resynthesise(self, clips: np.ndarray) -> np.ndarray:
+        """Mono ``clips (n, samples)`` at the target rate -> the same clips encoded and decoded
+        by the bundle's autoencoder, ``(n, samples)``. Each clip is zero-padded to whole latent
+        frames and the padding cut off again."""
+        g = self.bundle.geometry
+        out = np.empty_like(clips, dtype=np.float32)
+        for i, clip in enumerate(clips):
+            audio = to_mono_rate(clip[None], self.target_rate, g.sample_rate)
+            frames = -(-len(audio) // g.downsampling_ratio)
+            padded = np.zeros((1, g.audio_channels, frames * g.downsampling_ratio), np.float32)
+            padded[0, :, :len(audio)] = audio
+            latents = self.bundle.run("vae_encoder", audio=padded)["latents"]
+            feeds = whole_decode_feeds(self.bundle.spec("vae_decoder"), latents)
+            decoded = self.bundle.run("vae_decoder", **feeds)["audio"][0, :, :len(audio)]
+            out[i] = to_mono_rate(decoded, g.sample_rate, self.target_rate)[:clips.shape[1]]
+        return out
 
     def timing(self) -> dict:
         """Real-time factors over everything rendered so far (audio s per wall s)."""

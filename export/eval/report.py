@@ -1,6 +1,7 @@
 """``report.md``: the evaluation as Markdown tables to paste into ``docs/default-model.md``.
 
-One summary table (a row per signal: real reference, white noise, each bundle), a per-label
+One summary table (a row per signal: real reference, white noise, each bundle and real audio
+through its codec), a per-label
 table, a drift table with one adherence/FD column pair per bundle, and the issue's targets
 checked per bundle. Numbers come from ``report.json`` only, so the table can be rebuilt from it.
 """
@@ -39,6 +40,11 @@ def _summary(report: dict) -> list[str]:
                f"(steady {speed['realtime_factor_steady']:.1f})")
         rows.append([f"**{name}**", _pct(b["adherence"]), _num(b["fd"]), _num(b["fd_ratio"]),
                      _num(b["tonal_energy"]), _num(b["rms"], 3), rtf])
+        codec = b.get("codec")
+        if codec is not None:
+            rows.append([f"real B through {name}'s codec", _pct(codec["adherence"]),
+                         _num(codec["fd"]), _num(codec["fd_ratio"]),
+                         _num(codec["tonal_energy"]), _num(codec["rms"], 3), "—"])
     return _table(["signal", "prompt adherence", f"FD vs real A (N={ref['clips']})",
                    "FD / real-vs-real", "tonal energy (median)", "RMS (median)",
                    "real-time factor"], rows)
@@ -47,8 +53,10 @@ def _summary(report: dict) -> list[str]:
 def _per_label(report: dict) -> list[str]:
     ref, bundles = report["reference"], report["bundles"]
     header = ["label", "ref. split", "classifier on real B"]
-    for name in bundles:
+    for name, b in bundles.items():
         header += [f"{name} adherence", f"{name} FD", f"{name} tonal"]
+        if "codec" in b:
+            header.append(f"{name} codec FD")
     header += ["real-vs-real FD", "real tonal"]
     rows = []
     for lab in report["labels"]:
@@ -56,6 +64,8 @@ def _per_label(report: dict) -> list[str]:
         for b in bundles.values():
             row += [_pct(b["adherence_per_label"][lab]), _num(b["fd_per_label"][lab], 1),
                     _num(b["tonal_energy_per_label"].get(lab))]
+            if "codec" in b:
+                row.append(_num(b["codec"]["fd_per_label"][lab], 1))
         row += [_num(ref["real_vs_real_fd_per_label"][lab], 1),
                 _num(ref["tonal_energy_real_per_label"].get(lab))]
         rows.append(row)

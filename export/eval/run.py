@@ -15,7 +15,10 @@ different pieces; :func:`lmdm_export.eval.clips.reference_sets`):
   cut into ``segment_seconds`` segments; adherence, FD and tonal energy per segment (pooled over
   the stream labels, FD against A with equal per-label counts), and the first minute against
   the last;
-* **speed**: real-time factor of each bundle over all of the above, decode included.
+* **speed**: real-time factor of each bundle over all of the above, decode included;
+* **codec ceiling**: set B encoded and decoded by each bundle's own autoencoder, scored as
+  generated clips are (adherence, FD to A, tonal energy): what the generator would reach with
+  perfect latents, so the FD that the codec alone costs stands beside the bundle's.
 
 The report is ``report.json`` plus ``report.md`` (:mod:`lmdm_export.eval.report`).
 """
@@ -289,6 +292,10 @@ def evaluate(cfg: EvalConfig) -> dict:
             "tonal_energy_per_label": {lab: _median([gen[lab].tonal]) for lab in tonal_labels},
             "rms": _median([gen[lab].rms for lab in labels]),
         }
+        result["codec"] = _codec_ceiling(source, model, refs, counts, index, tonal_labels,
+                                         reference["real_vs_real_fd"])
+        log.info("  codec on real B: adherence %.2f, FD %.2f", result["codec"]["adherence"],
+                 result["codec"]["fd"])
         if cfg.stream_minutes > 0 and cfg.stream_labels:
             log.info("  drift: %.1f min streams of %s", cfg.stream_minutes,
                      ", ".join(cfg.stream_labels))
@@ -315,6 +322,25 @@ def evaluate(cfg: EvalConfig) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(markdown_report(report), encoding="utf-8")
     return report
+
+
+def _codec_ceiling(source: BundleSource, model: LabelClassifier, refs: dict[str, LabelRef],
+                   counts: dict[str, int], index: dict[str, int], tonal_labels: list[str],
+                   real_vs_real: float | None) -> dict:
+    """Real set B through the bundle's autoencoder, scored against A like generated clips."""
+    scored = {lab: _score(model, source.resynthesise(refs[lab].real_b[:n]),
+                          lab not in NON_TONAL_LABELS) for lab, n in counts.items()}
+    fd = _fd([scored[lab].emb for lab in counts], [refs[lab].emb_a[:n] for lab, n in
+                                                    counts.items()])
+    return {
+        "adherence": float(np.mean([np.mean(scored[lab].pred == index[lab]) for lab in counts])),
+        "fd": fd,
+        "fd_ratio": fd / real_vs_real if fd is not None and real_vs_real else None,
+        "fd_per_label": {lab: _fd([scored[lab].emb], [refs[lab].emb_a[:n]])
+                         for lab, n in counts.items()},
+        "tonal_energy": _median([scored[lab].tonal for lab in tonal_labels]),
+        "rms": _median([scored[lab].rms for lab in counts]),
+    }
 
 
 def _classifier_heldout(path: Path) -> dict | None:

@@ -1,8 +1,10 @@
-"""``lmdm-bridge eval {classifier,run}``: offline metrics of generated audio.
+"""``lmdm-bridge eval {classifier,run,codec}``: offline metrics of generated audio.
 
 ``classifier`` trains the label classifier on real renders and reports its held-out accuracy;
 ``run`` measures one or more bundles with it (prompt adherence, Fréchet distance, tonal energy,
-drift over a long stream, real-time factor). See docs/default-model.md, "Evaluation".
+drift over a long stream, real-time factor, the codec's ceiling); ``codec`` splits what a
+peak-locked STFT codec costs in Fréchet distance into its phase and magnitude parts. See
+docs/default-model.md, "Evaluation".
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ HELP = "evaluate generated audio: train the label classifier, measure bundles ag
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("classifier", "run"),
+    parser.add_argument("action", choices=("classifier", "run", "codec"),
                         help="classifier: train it and report held-out accuracy; run: measure "
-                             "bundles")
+                             "bundles; codec: the FD a trained STFT codec costs, by part")
     parser.add_argument("--corpus", type=Path, default=Path("data/corpus"), metavar="DIR",
                         help="the rendered corpus (default: data/corpus)")
     parser.add_argument("--out", type=Path, metavar="DIR",
-                        help="output folder (default: runs/classifier or runs/eval)")
+                        help="output folder (default: runs/classifier, runs/eval or "
+                             "runs/eval-codec)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, metavar="N",
                         help="torch and onnxruntime threads (default: theirs)")
@@ -34,11 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--bundle", action="append", metavar="[NAME=]DIR",
                      help="bundle to measure; repeat to compare (default: the embedded default)")
     run.add_argument("--classifier", type=Path, default=Path("runs/classifier/classifier.pt"),
-                     metavar="FILE", help="from `eval classifier` (default: "
-                                          "runs/classifier/classifier.pt)")
+                     metavar="FILE", help="from `eval classifier`, also for eval codec "
+                                          "(default: runs/classifier/classifier.pt)")
     run.add_argument("--clips", type=int, default=16,
-                     help="generated 3 s clips per label, and real clips per reference set "
-                          "(default 16)")
+                     help="generated 3 s clips per label, and real clips per reference set; "
+                          "also for eval codec (default 16)")
     run.add_argument("--prompts", type=int, default=4,
                      help="different captions per label (default 4)")
     run.add_argument("--labels", action="append", metavar="A,B,...",
@@ -56,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--providers", choices=("auto", "cpu", "cuda"), default="cpu",
                      help="onnxruntime providers (default cpu: the real-time factor on this "
                           "machine's cores)")
+
+
+    codec = parser.add_argument_group("eval codec")
+    codec.add_argument("--codec", type=Path, default=Path("runs/codec/release.pt"),
+                       metavar="FILE", help="a trained STFT codec's release (default: "
+                                            "runs/codec/release.pt)")
 
 
 def run(args: argparse.Namespace) -> int:

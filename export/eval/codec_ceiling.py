@@ -1,0 +1,116 @@
+"""``lmdm-bridge eval codec``: what a peak-locked STFT codec costs in Fréchet distance, and
+which half of it.
+
+``eval run`` reports real set B through each bundle's autoencoder (the ceiling a generator
+reaches with perfect latents). This splits that figure for a trained
+:class:`~lmdm_export.model.stft_codec.StftCodec` (its torch release, so its spectra are at
+hand): real set B, resynthesised four ways, each scored against set A like generated clips:
+
+* **STFT round trip**: the true magnitudes with the true phase; the analysis-synthesis alone
+  (it should equal real-vs-real);
+* **peak-locked phase**: the true magnitudes with the codec's phase rule (each bin advancing at
+  its spectral peak's frequency): the ceiling of the phase model;
+* **codec magnitudes**: the decoded magnitudes with the true phase: the cost of the magnitude
+  model;
+* **codec**: encode and decode, both costs together.
+
+The reference sets are ``eval run``'s (same corpus, seed and clip counts), so the figures sit
+beside its table. Writes ``codec.json`` to the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmdm_export.eval.classifier import classify, load_classifier
+from lmdm_export.eval.clips import to_mono_rate
+from lmdm_export.eval.run import EvalConfig, _fd, _references
+from lmdm_export.model.stft_codec import StftCodec
+from lmdm_export.train.codec import load_codec
+
+log = logging.getLogger(__name__)
+
+WAYS = ("stft_round_trip", "peak_locked_phase", "codec_magnitudes", "codec")
+
+
+@dataclass(frozen=True)
+class CodecCeilingConfig:
+    codec: str = "runs/codec/release.pt"
+    classifier: str = "runs/classifier/classifier.pt"
+    corpus: str = "data/corpus"
+    out: str = "runs/eval-codec"
+    clips: int = 16  # real clips per label and per reference set
+    seed: int = 0
+
+
+def resynthesise(codec: StftCodec, audio: torch.Tensor, way: str) -> torch.Tensor:
+    """``audio (B, C, N)``, N a multiple of the codec's downsampling ratio -> the same audio
+    resynthesised one of :data:`WAYS`."""
+    logmag = codec.log_magnitude(audio)
+    re, im = codec.spectrum(audio)
+    true_phase = torch.atan2(im, re).flatten(1, 2)
+    if way == "stft_round_trip":
+        return codec.inverse(logmag, true_phase)
+    if way == "peak_locked_phase":
+        return codec.inverse(logmag, codec.peak_locked_phase(logmag) + codec.zero_phase_shift)
+    if way == "codec_magnitudes":
+        decoded, _ = codec.decoder(codec._denormalise(codec.encode(audio, sample=False)))
+        return codec.inverse(decoded, true_phase)
+    if way == "codec":
+        return codec.decode(codec.encode(audio, sample=False))
+    raise ValueError(f"unknown resynthesis {way!r}: use one of {', '.join(WAYS)}")
+
+
+def _through(codec: StftCodec, clips: np.ndarray, rate: int, way: str) -> np.ndarray:
+    """Mono ``clips (n, samples)`` at ``rate`` -> resynthesised at ``rate``, same shape."""
+    cfg = codec.config
+    out = np.empty_like(clips, dtype=np.float32)
+    for i, clip in enumerate(clips):
+        audio = to_mono_rate(clip[None], rate, cfg.sample_rate)
+        frames = -(-len(audio) // cfg.downsampling_ratio)
+        padded = torch.zeros(1, cfg.audio_channels, frames * cfg.downsampling_ratio)
+        padded[0, :, :len(audio)] = torch.from_numpy(audio)
+        y = resynthesise(codec, padded, way)[0, :, :len(audio)].numpy()
+        out[i] = to_mono_rate(y, cfg.sample_rate, rate)[:clips.shape[1]]
+    return out
+
+
+@torch.no_grad()
+def codec_ceiling(cfg: CodecCeilingConfig) -> dict:
+    """Run the four resyntheses; writes ``codec.json`` to ``cfg.out`` and returns it."""
+    model = load_classifier(cfg.classifier)
+    spec = model.spec
+    codec = load_codec(cfg.codec).eval()
+    if codec.config.phase != "peak-locked":
+        raise ValueError(f"{cfg.codec} is not a peak-locked STFT codec (phase = "
+                         f"{codec.config.phase!r}): eval run's codec row measures any codec")
+    labels = list(spec.labels)
+    run_cfg = EvalConfig(bundles=(), classifier=cfg.classifier, corpus=cfg.corpus,
+                         clips=cfg.clips, seed=cfg.seed)
+    refs = _references(run_cfg, labels, spec.clip_samples, spec.sample_rate,
+                       {lab: cfg.clips for lab in labels})
+    counts = {lab: min(cfg.clips, len(refs[lab].real_a), len(refs[lab].real_b))
+              for lab in labels}
+    emb_a = {lab: classify(model, refs[lab].real_a[:n])[1] for lab, n in counts.items()}
+    emb_b = [classify(model, refs[lab].real_b[:n])[1] for lab, n in counts.items()]
+    real_vs_real = _fd(emb_b, list(emb_a.values()))
+    rows = {}
+    for way in WAYS:
+        embs = {lab: classify(model, _through(codec, refs[lab].real_b[:n], spec.sample_rate,
+                                              way))[1] for lab, n in counts.items()}
+        fd = _fd(list(embs.values()), list(emb_a.values()))
+        rows[way] = {"fd": fd, "fd_ratio": fd / real_vs_real if real_vs_real else None,
+                     "fd_per_label": {lab: _fd([embs[lab]], [emb_a[lab]]) for lab in labels}}
+        log.info("%-18s FD %.2f (x%.2f real-vs-real)", way, fd, rows[way]["fd_ratio"])
+    report = {"config": asdict(cfg), "clips": sum(counts.values()),
+              "real_vs_real_fd": real_vs_real, "ways": rows}
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "codec.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
