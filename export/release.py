@@ -8,6 +8,7 @@ rebuilds the :class:`~lmdm_export.model.lmdm.ModelConfig`. Training checkpoints
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 
@@ -85,3 +86,17 @@ def load_release_model(path: str | Path) -> tuple[LMDM, dict]:
     model.dit.load_state_dict(payload["dit"])
     model.autoencoder.load_state_dict(payload["codec"]["state_dict"])
     return model.eval(), payload
+
+
+def set_phase_iterations(model: LMDM, iterations: int) -> LMDM:
+    """Decode with ``iterations`` of fast Griffin-Lim after the peak-locked phase (a decode-time
+    setting of a trained STFT codec: the weights and latents stay; the bundle's decoder graph,
+    its reach and its source release follow the new config)."""
+    codec = model.autoencoder
+    if not isinstance(codec, StftCodec) or codec.config.phase != "peak-locked":
+        raise ValueError("--phase-iterations refines a peak-locked STFT codec's phase; this "
+                         "model's autoencoder has none (leave the option out)")
+    config = dataclasses.replace(codec.config, phase_iterations=iterations)
+    codec.config = config
+    model.config = dataclasses.replace(model.config, autoencoder=config)
+    return model

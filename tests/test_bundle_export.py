@@ -172,3 +172,44 @@ def test_spectral_check_ignores_phase_but_not_pitch_or_level():
     assert _spectral_relative(tone(440 * 2 ** (1 / 12)) + tone(660), reference) > tolerance
     assert _spectral_relative(0.5 * reference, reference) == pytest.approx(0.5, abs=1e-6)
     assert _spectral_relative(np.full_like(reference, np.nan), reference) == float("inf")
+
+
+def test_half_storage_rounds_trained_weights_but_not_computed_constants():
+    """int8-all stores large trained initializers in float16 (a Cast restores float32), but a
+    large Constant the graph computes with (the STFT codec's DFT bases) only moves to the
+    initializers, in float32: rounded, a basis leaks partials into the quiet bins."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lmdm_export.bundle.writer import _HALF_STORAGE_ELEMENTS, _store_half
+
+    n = _HALF_STORAGE_ELEMENTS
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal(n).astype(np.float32)
+    basis = np.cos(np.arange(n, dtype=np.float64) * 0.001).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["basis"], value=numpy_helper.from_array(basis)),
+         helper.make_node("Mul", ["x", "weight"], ["scaled"]),
+         helper.make_node("Add", ["scaled", "basis"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])],
+        initializer=[numpy_helper.from_array(weight, "weight")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    _store_half(model)
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    assert types == {"basis": TensorProto.FLOAT, "weight__fp16": TensorProto.FLOAT16}
+    assert not any(node.op_type == "Constant" for node in model.graph.node)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"x": np.zeros(n, np.float32)})[0], basis)
+    half = weight.astype(np.float16).astype(np.float32)
+    np.testing.assert_allclose(session.run(None, {"x": np.ones(n, np.float32)})[0],
+                               half + basis, rtol=1e-6, atol=1e-6)
+
+
+def test_phase_iterations_need_a_peak_locked_codec(tmp_path, capsys):
+    from lmdm_bridge.cli import main as cli_main
+
+    code = cli_main(["export", "--random-init", "--preset", "tiny", "--out",
+                     str(tmp_path / "b"), "--phase-iterations", "1"])
+    assert code != 0
+    assert "peak-locked STFT codec" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

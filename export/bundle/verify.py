@@ -36,7 +36,7 @@ from lmdm_export.checkpoint import load_checkpoint
 from lmdm_export.eval.tonal import power_spectrogram
 from lmdm_export.model.lmdm import LMDM
 from lmdm_export.model.oobleck import fold_weight_norm
-from lmdm_export.release import is_release, load_release_model
+from lmdm_export.release import is_release, load_release_model, set_phase_iterations
 from lmdm_export.rollout import Guidance, make_conditioning, make_session, stream_blocks
 from lmdm_export.sampling import SAMPLERS, logsnr_schedule
 
@@ -210,6 +210,9 @@ def verify(bundle: Path, *, checkpoint: Path | None = None, model_config: Path |
     manifest = read_manifest(bundle)
     graph_tol, stream_tol, audio_tol = TOLERANCES[manifest.dtype]
     model = torch_model(bundle, checkpoint, model_config, text_encoder_dirs)
+    iterations = manifest.model.get("phase_iterations")
+    if iterations is not None and model.autoencoder.config.phase_iterations != iterations:
+        set_phase_iterations(model, iterations)  # a training release, exported with the option
     checks = check_graphs(model, bundle, manifest, graph_tol)
     for check in checks:
         progress(_line(check))

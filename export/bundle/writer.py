@@ -231,19 +231,25 @@ def _convert(role: str, path: Path, dtype: str) -> None:
         onnx.save(model, str(path))
 
 
-# Float weights at least this large that quantization left in float32 (convolutions, the STFT
-# bases, position tables) are stored in half precision by int8-all.
+# Trained float weights at least this large that quantization left in float32 (convolutions,
+# the codec's linear path) are stored in half precision by int8-all.
 _HALF_STORAGE_ELEMENTS = 65536
 
 
 def _store_half(model: onnx.ModelProto) -> None:
-    """Store large float32 initializers as float16 followed by a Cast back to float32.
+    """Store large trained float32 initializers as float16 followed by a Cast back to float32.
 
     Compute stays float32 (ORT folds the Cast once, at session start); only the file shrinks.
     Half precision keeps about 11 significant bits, a relative error below 5e-4 (-66 dB), far
-    finer than the int8 matrix weights beside them.
+    finer than the training noise of the weights it rounds. Large constants the graph computes
+    with rather than learned (the STFT codec's DFT bases) become initializers too, so the shared
+    weights file holds them once for all graphs, but stay float32: a basis rounded to -66 dB
+    leaks every partial into the quiet bins around it, where the codec reads and writes
+    log-magnitudes down to -100 dB. Rounding them cost the default bundle's codec 8 points of
+    Fréchet distance (real clips through it: 23.3 against 31.1; `eval run`'s codec row).
     """
     graph = model.graph
+    computed = set()
     for node in list(graph.node):  # large Constant nodes (e.g. the STFT bases) -> initializers
         value = next((a.t for a in node.attribute if a.name == "value"), None)
         if node.op_type == "Constant" and value is not None and \
@@ -251,8 +257,9 @@ def _store_half(model: onnx.ModelProto) -> None:
             tensor = numpy_helper.from_array(numpy_helper.to_array(value), node.output[0])
             graph.initializer.append(tensor)
             graph.node.remove(node)
+            computed.add(tensor.name)
     for i, tensor in enumerate(list(graph.initializer)):
-        if tensor.data_type != TensorProto.FLOAT or \
+        if tensor.data_type != TensorProto.FLOAT or tensor.name in computed or \
                 int(np.prod(tensor.dims)) < _HALF_STORAGE_ELEMENTS:
             continue
         half = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16),
@@ -305,6 +312,17 @@ def _tensor_specs(values) -> tuple[TensorSpec, ...]:
         shape = tuple(d.dim_param if d.dim_param else d.dim_value for d in t.shape.dim)
         specs.append(TensorSpec(v.name, _ONNX_DTYPES.get(t.elem_type, str(t.elem_type)), shape))
     return tuple(specs)
+
+
+def _model_info(model: LMDM, request: ExportRequest) -> dict:
+    """The manifest's ``model``: where the weights came from and, for an STFT codec, the
+    decode-time settings its ``vae_decoder`` graph was built with (``verify`` rebuilds the
+    torch side with them when given the training release)."""
+    info = {"preset": request.preset, "source": request.source,
+            "dit_parameters": sum(p.numel() for p in model.dit.parameters())}
+    if isinstance(model.autoencoder, StftCodec):
+        info["phase_iterations"] = model.autoencoder.config.phase_iterations
+    return info
 
 
 def _geometry(model: LMDM, text: FrozenTextConditioner) -> Geometry:
@@ -437,9 +455,7 @@ def _write(model: LMDM, root: Path, request: ExportRequest, progress: Progress) 
         extra[name] = sha256_file(root / name)
     manifest = Manifest(
         format=FORMAT, format_version=FORMAT_VERSION, created_by=f"lmdm-bridge {__version__}",
-        dtype=request.dtype, model={"preset": request.preset, "source": request.source,
-                                    "dit_parameters": sum(p.numel()
-                                                          for p in model.dit.parameters())},
+        dtype=request.dtype, model=_model_info(model, request),
         geometry=_geometry(model, text), pattern=stream.pattern,
         cached_step_mask=stream.cached_step_mask, rope_mode=stream.rope_mode,
         sampler=request.sampler, controls=_controls(model), numbers=_numbers(model),

@@ -20,6 +20,16 @@ Phase comes one of two ways (``StftCodecConfig.phase``):
   predicts log-magnitudes, and the accumulated phase is state the streaming decoder carries
   (``decode_with_phase``).
 
+``phase_iterations`` refines the peak-locked phase at decode time with that many iterations of
+fast Griffin-Lim (Perraudin et al. 2013: project onto consistent spectrograms by an inverse and a
+forward STFT, keep the decoded magnitudes, momentum 0.99). Peak-locking gives every bin of a
+peak's region one frequency, which is right for a steady partial and wrong for its skirts, for
+onsets and for noise (rendered as clusters of steady partials); two iterations take most of that
+back (measured: the Fréchet distance of real clips resynthesised from their true magnitudes
+falls from 4.0x real-vs-real to 1.6x, docs/default-model.md). It changes the audio only: the
+phase the streaming decoder carries stays the peak-locked one, so streams still continue across
+decodes, and each iteration widens the decoder's reach by one FFT window.
+
 ``linear_path`` adds a linear encoder and decoder beside the convolutional ones: a projection of
 the ``2 ** downsamples`` log-magnitude frames of each latent frame onto ``latent_dim``
 directions and its transpose, initialised from the principal components of training audio
@@ -74,6 +84,7 @@ class StftCodecConfig:
     kernel: int = 7
     phase: str = "learned"  # or "peak-locked" (see the module docstring)
     linear_path: bool = False
+    phase_iterations: int = 0  # fast Griffin-Lim at decode, peak-locked only (module docstring)
 
     def __post_init__(self) -> None:
         for name in ("audio_channels", "sample_rate", "latent_dim", "n_fft", "hop",
@@ -89,6 +100,13 @@ class StftCodecConfig:
         if self.phase not in PHASE_MODES:
             raise ValueError(f"StftCodecConfig.phase must be one of {PHASE_MODES}, "
                              f"got {self.phase!r}")
+        if (not isinstance(self.phase_iterations, int) or isinstance(self.phase_iterations, bool)
+                or self.phase_iterations < 0):
+            raise ValueError("StftCodecConfig.phase_iterations must be an int >= 0, got "
+                             f"{self.phase_iterations!r}")
+        if self.phase_iterations and self.phase != "peak-locked":
+            raise ValueError("StftCodecConfig.phase_iterations refines the peak-locked phase: "
+                             f"it needs phase = 'peak-locked', not {self.phase!r}")
 
     @property
     def downsampling_ratio(self) -> int:
@@ -99,11 +117,12 @@ class StftCodecConfig:
     def receptive_frames(self) -> int:
         """Latent frames on each side that can change a decoded frame's audio (rounded up): the
         latent-rate convolutions, the transposed upsamplers, the frame-rate blocks (a frame-rate
-        step is 2^-downsamples latent frames) and half an FFT window of overlap-add."""
+        step is 2^-downsamples latent frames), half an FFT window of overlap-add, and a whole
+        window per phase iteration (an inverse and a forward STFT)."""
         half = self.kernel // 2
         latent = half * (1 + self.decoder_latent_blocks) + self.downsamples
         frames = half * self.decoder_frame_blocks / 2 ** self.downsamples
-        overlap = self.n_fft / 2 / self.downsampling_ratio
+        overlap = self.n_fft * (0.5 + self.phase_iterations) / self.downsampling_ratio
         return math.ceil(latent + frames + overlap)
 
     @property
@@ -271,6 +290,8 @@ class StftCodec(nn.Module):
     # exp() of the predicted log-magnitude is capped: an untrained or extrapolating decoder must
     # not emit inf, which the streaming crossfade would spread over a whole block.
     LOG_CEIL = 6.0
+    # Fast Griffin-Lim's momentum (Perraudin et al. 2013 recommend 0.99).
+    GL_MOMENTUM = 0.99
 
     def __init__(self, config: StftCodecConfig) -> None:
         super().__init__()
@@ -317,10 +338,34 @@ class StftCodec(nn.Module):
 
     def inverse(self, logmag: Tensor, phase: Tensor) -> Tensor:
         """(B, C * bins, F) log-magnitude and phase -> audio (B, C, F * hop)."""
-        cfg = self.config
-        b, _, frames = logmag.shape
+        mag = torch.exp(logmag.clamp(max=self.LOG_CEIL))
+        return self._synthesise(mag * torch.cos(phase), mag * torch.sin(phase))
+
+    def consistent_inverse(self, logmag: Tensor, phase: Tensor) -> Tensor:
+        """:meth:`inverse` after ``phase_iterations`` of fast Griffin-Lim from ``phase``: the
+        magnitudes stay, the phase moves toward one that an STFT of the audio reproduces."""
+        iterations = self.config.phase_iterations
+        if not iterations:
+            return self.inverse(logmag, phase)
         mag = torch.exp(logmag.clamp(max=self.LOG_CEIL))
         re, im = mag * torch.cos(phase), mag * torch.sin(phase)
+        prev_re = prev_im = None
+        for _ in range(iterations):
+            proj_re, proj_im = (part.flatten(1, 2) for part in self.spectrum(
+                self._synthesise(re, im)))
+            t_re, t_im = proj_re, proj_im
+            if prev_re is not None:
+                t_re = proj_re + self.GL_MOMENTUM * (proj_re - prev_re)
+                t_im = proj_im + self.GL_MOMENTUM * (proj_im - prev_im)
+            prev_re, prev_im = proj_re, proj_im
+            scale = mag / torch.sqrt(t_re * t_re + t_im * t_im + self.LOG_FLOOR ** 4)
+            re, im = t_re * scale, t_im * scale
+        return self._synthesise(re, im)
+
+    def _synthesise(self, re: Tensor, im: Tensor) -> Tensor:
+        """(B, C * bins, F) real and imaginary STFT parts -> audio (B, C, F * hop)."""
+        cfg = self.config
+        b, _, frames = re.shape
         re = re.reshape(b * cfg.audio_channels, cfg.bins, frames)
         im = im.reshape(b * cfg.audio_channels, cfg.bins, frames)
         if _exporting():
@@ -368,7 +413,7 @@ class StftCodec(nn.Module):
             raise ValueError("decode_with_phase needs a codec with phase = 'peak-locked'")
         logmag, _ = self.decoder(self._denormalise(latents))
         phases = self.peak_locked_phase(logmag, phase, phase_frame)
-        return self.inverse(logmag, phases + self.zero_phase_shift), phases
+        return self.consistent_inverse(logmag, phases + self.zero_phase_shift), phases
 
     @torch.no_grad()
     def fit_linear_path(self, logmag: Tensor) -> float:
@@ -415,7 +460,7 @@ class StftCodec(nn.Module):
         logmag, phase = self.decoder(self._denormalise(latents))
         if phase is None:
             phase = self.peak_locked_phase(logmag) + self.zero_phase_shift
-        return self.inverse(logmag, phase)
+        return self.consistent_inverse(logmag, phase)
 
     def _denormalise(self, latents: Tensor) -> Tensor:
         return latents * self.latent_std[:, None] + self.latent_mean[:, None]

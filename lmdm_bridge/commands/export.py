@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=8, help="default sampler steps (8)")
     parser.add_argument("--sampler", choices=("pingpong", "euler"), default="pingpong")
     parser.add_argument("--cfg", type=float, default=1.0, help="default CFG scale (1 = off)")
+    parser.add_argument("--phase-iterations", type=int, metavar="N",
+                        help="STFT codecs with peak-locked phase: refine the phase with N "
+                             "iterations of fast Griffin-Lim at decode (default: the release's, "
+                             "0 unless set; the embedded default uses 1)")
     parser.add_argument("--no-source-weights", action="store_true",
                         help="leave out source/ (torch weights; `verify` then needs --checkpoint)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="bundle folder")
