@@ -68,7 +68,8 @@ def _codec(args: argparse.Namespace) -> int:
                                 "`lmdm-bridge train autoencoder` or pass --codec FILE")
     cfg = CodecCeilingConfig(codec=str(args.codec), classifier=str(args.classifier),
                              corpus=str(args.corpus), out=str(args.out or "runs/eval-codec"),
-                             clips=args.clips, seed=args.seed)
+                             clips=args.clips, seed=args.seed,
+                             phase_iterations=args.phase_iterations)
     report = codec_ceiling(cfg)
     log.info("real-vs-real FD %.2f (%d clips); wrote %s", report["real_vs_real_fd"],
              report["clips"], Path(cfg.out) / "codec.json")

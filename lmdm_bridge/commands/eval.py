@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     codec.add_argument("--codec", type=Path, default=Path("runs/codec/release.pt"),
                        metavar="FILE", help="a trained STFT codec's release (default: "
                                             "runs/codec/release.pt)")
+    codec.add_argument("--phase-iterations", type=int, default=0, metavar="N",
+                       help="also measure the phase refined by N Griffin-Lim iterations (what "
+                            "export --phase-iterations N builds in; default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
