@@ -97,3 +97,41 @@ def test_models_switch_by_name_from_the_models_folder_only(models, tmp_path):
         assert served.terminate() == 0
     finally:
         served.close()
+
+
+def test_a_failed_decode_is_reported_and_the_daemon_plays_on():
+    """The decode stage's thread raises for one block: the worker reports it in the status and
+    keeps generating and queueing audio (the block is lost, the daemon is not)."""
+    import threading
+    import time
+
+    from lmdm_bridge.daemon.daemon import Daemon
+
+    _, bundle = tiny_model_and_bundle()
+    config = DaemonConfig(prompt=PROMPT, seed=3, autoplay=True,
+                          audio=AudioSettings(backend="null"), osc=OscSettings(port=0))
+    daemon = Daemon(config, bundle)
+    decoder = daemon.stage.decoder
+    push, calls = decoder.push, []
+
+    def flaky_push(latents):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("simulated decoder fault")
+        return push(latents)
+
+    decoder.push = flaky_push
+    worker = threading.Thread(target=daemon.run)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(calls) < 6:
+            time.sleep(0.05)
+        assert len(calls) >= 6, "the daemon stopped decoding after the fault"
+        # collected by the loop ("decoding failed") or by the next submit ("generation failed")
+        assert "failed: simulated decoder fault" in daemon.counts.last_error
+        assert worker.is_alive()
+    finally:
+        daemon.stop()
+        worker.join(timeout=30)
+    assert not worker.is_alive()

@@ -1,9 +1,9 @@
 """``report.md``: the evaluation as Markdown tables to paste into ``docs/default-model.md``.
 
 One summary table (a row per signal: real reference, white noise, each bundle and real audio
-through its codec), a per-label
-table, a drift table with one adherence/FD column pair per bundle, and the issue's targets
-checked per bundle. Numbers come from ``report.json`` only, so the table can be rebuilt from it.
+through its codec), a per-label table, a drift table with one adherence/FD column pair per
+bundle, and the issue's targets checked per bundle. Numbers come from ``report.json`` only, so
+the table can be rebuilt from it.
 """
 
 from __future__ import annotations

@@ -59,8 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--providers", choices=("auto", "cpu", "cuda"), default="cpu",
                      help="onnxruntime providers (default cpu: the real-time factor on this "
                           "machine's cores)")
-
-
     codec = parser.add_argument_group("eval codec")
     codec.add_argument("--codec", type=Path, default=Path("runs/codec/release.pt"),
                        metavar="FILE", help="a trained STFT codec's release (default: "

@@ -205,7 +205,7 @@ class Daemon:
                 self._take_loaded()
                 block_seconds = self.model.block_seconds  # a switched model may differ
                 if self.stage.ready:
-                    self.feed.push(self.stage.take())
+                    self._collect()
                 queued = self.feed.queued_seconds + self.stage.in_flight * block_seconds
                 if self.playing and queued < self.config.ahead * block_seconds:
                     self._generate()
@@ -244,6 +244,18 @@ class Daemon:
         self._rtf = seconds / self.bundle.geometry.block_seconds
         self.counts.blocks += 1
         self.server.notify_block(self.counts.blocks, self._rtf)
+
+    def _collect(self) -> None:
+        """Queue the audio the decode stage has finished (a failed decode loses its block, as a
+        failed generation does, and is reported in the status)."""
+        try:
+            audio = self.stage.take()
+        except Exception as exc:
+            self.counts.last_error = f"decoding failed: {exc}"
+            log.exception("decoding failed")
+            return
+        if audio is not None:
+            self.feed.push(audio)
 
     def _take_loaded(self) -> None:
         loaded = self.loader.take()
