@@ -7,11 +7,13 @@ disjoint sets are drawn, A and B, from different pieces where the label has more
 
 Generated audio arrives at the bundle's rate and channel count; :func:`to_mono_rate` downmixes it
 and resamples it with the runtime's windowed-sinc resampler to the classifier's rate.
+:func:`through_codec` passes real clips through an autoencoder at its own rate and back.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 
@@ -28,6 +30,24 @@ def to_mono_rate(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     out = np.concatenate([resampler.process(mono), resampler.flush()], axis=1)[0]
     length = round(mono.shape[1] * target_rate / rate)  # the flush may fall a sample short
     return np.pad(out[:length], (0, max(0, length - len(out))))
+
+
+def through_codec(clips: np.ndarray, rate: int, codec_rate: int, channels: int, ratio: int,
+                  codec: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Mono ``clips (n, samples)`` at ``rate`` -> the same clips through ``codec``, same shape.
+
+    Each clip is resampled to ``codec_rate``, copied to ``channels`` and zero-padded to whole
+    latent frames of ``ratio`` samples; ``codec`` maps that ``(1, channels, N)`` float32 array
+    to audio ``(channels, N)``, which is cut back, downmixed and resampled to ``rate``."""
+    out = np.empty_like(clips, dtype=np.float32)
+    for i, clip in enumerate(clips):
+        audio = to_mono_rate(clip[None], rate, codec_rate)
+        frames = -(-len(audio) // ratio)
+        padded = np.zeros((1, channels, frames * ratio), np.float32)
+        padded[0, :, :len(audio)] = audio
+        decoded = codec(padded)[:, :len(audio)]
+        out[i] = to_mono_rate(decoded, codec_rate, rate)[:clips.shape[1]]
+    return out
 
 
 def cut_clips(audio: np.ndarray, clip_samples: int) -> np.ndarray:

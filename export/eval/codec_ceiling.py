@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from lmdm_export.eval.classifier import classify, load_classifier
-from lmdm_export.eval.clips import to_mono_rate
+from lmdm_export.eval.clips import through_codec
 from lmdm_export.eval.run import EvalConfig, _fd, _references
 from lmdm_export.model.stft_codec import StftCodec
 from lmdm_export.train.codec import load_codec
@@ -57,34 +57,27 @@ class CodecCeilingConfig:
 def resynthesise(codec: StftCodec, audio: torch.Tensor, way: str) -> torch.Tensor:
     """``audio (B, C, N)``, N a multiple of the codec's downsampling ratio -> the same audio
     resynthesised one of :data:`WAYS`."""
-    logmag = codec.log_magnitude(audio)
-    re, im = codec.spectrum(audio)
-    true_phase = torch.atan2(im, re).flatten(1, 2)
-    if way == "stft_round_trip":
-        return codec.inverse(logmag, true_phase)
+    if way == "codec":
+        return codec.decode(codec.encode(audio, sample=False))
+    if way == "codec_magnitudes":
+        logmag, _ = codec.decoder(codec._denormalise(codec.encode(audio, sample=False)))
+    else:
+        logmag = codec.log_magnitude(audio)
     if way == "peak_locked_phase":
         return codec.consistent_inverse(logmag, codec.peak_locked_phase(logmag)
                                         + codec.zero_phase_shift)
-    if way == "codec_magnitudes":
-        decoded, _ = codec.decoder(codec._denormalise(codec.encode(audio, sample=False)))
-        return codec.inverse(decoded, true_phase)
-    if way == "codec":
-        return codec.decode(codec.encode(audio, sample=False))
-    raise ValueError(f"unknown resynthesis {way!r}: use one of {', '.join(WAYS)}")
+    if way not in ("stft_round_trip", "codec_magnitudes"):
+        raise ValueError(f"unknown resynthesis {way!r}: use one of {', '.join(WAYS)}")
+    re, im = codec.spectrum(audio)
+    return codec.inverse(logmag, torch.atan2(im, re).flatten(1, 2))  # the true phase
 
 
 def _through(codec: StftCodec, clips: np.ndarray, rate: int, way: str) -> np.ndarray:
     """Mono ``clips (n, samples)`` at ``rate`` -> resynthesised at ``rate``, same shape."""
     cfg = codec.config
-    out = np.empty_like(clips, dtype=np.float32)
-    for i, clip in enumerate(clips):
-        audio = to_mono_rate(clip[None], rate, cfg.sample_rate)
-        frames = -(-len(audio) // cfg.downsampling_ratio)
-        padded = torch.zeros(1, cfg.audio_channels, frames * cfg.downsampling_ratio)
-        padded[0, :, :len(audio)] = torch.from_numpy(audio)
-        y = resynthesise(codec, padded, way)[0, :, :len(audio)].numpy()
-        out[i] = to_mono_rate(y, cfg.sample_rate, rate)[:clips.shape[1]]
-    return out
+    return through_codec(clips, rate, cfg.sample_rate, cfg.audio_channels,
+                         cfg.downsampling_ratio,
+                         lambda audio: resynthesise(codec, torch.from_numpy(audio), way)[0].numpy())
 
 
 @torch.no_grad()

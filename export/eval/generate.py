@@ -20,7 +20,7 @@ import numpy as np
 from lmdm_bridge.bundle import Bundle
 from lmdm_bridge.decode import whole_decode_feeds
 from lmdm_bridge.render import render
-from lmdm_export.eval.clips import to_mono_rate
+from lmdm_export.eval.clips import through_codec, to_mono_rate
 
 
 class BundleSource:
@@ -51,20 +51,16 @@ class BundleSource:
 
     def resynthesise(self, clips: np.ndarray) -> np.ndarray:
         """Mono ``clips (n, samples)`` at the target rate -> the same clips encoded and decoded
-        by the bundle's autoencoder, ``(n, samples)``. Each clip is zero-padded to whole latent
-        frames and the padding cut off again."""
+        (one whole decode) by the bundle's autoencoder, ``(n, samples)``."""
         g = self.bundle.geometry
-        out = np.empty_like(clips, dtype=np.float32)
-        for i, clip in enumerate(clips):
-            audio = to_mono_rate(clip[None], self.target_rate, g.sample_rate)
-            frames = -(-len(audio) // g.downsampling_ratio)
-            padded = np.zeros((1, g.audio_channels, frames * g.downsampling_ratio), np.float32)
-            padded[0, :, :len(audio)] = audio
-            latents = self.bundle.run("vae_encoder", audio=padded)["latents"]
-            feeds = whole_decode_feeds(self.bundle.spec("vae_decoder"), latents)
-            decoded = self.bundle.run("vae_decoder", **feeds)["audio"][0, :, :len(audio)]
-            out[i] = to_mono_rate(decoded, g.sample_rate, self.target_rate)[:clips.shape[1]]
-        return out
+        spec = self.bundle.spec("vae_decoder")
+
+        def codec(audio: np.ndarray) -> np.ndarray:
+            latents = self.bundle.run("vae_encoder", audio=audio)["latents"]
+            return self.bundle.run("vae_decoder", **whole_decode_feeds(spec, latents))["audio"][0]
+
+        return through_codec(clips, self.target_rate, g.sample_rate, g.audio_channels,
+                             g.downsampling_ratio, codec)
 
     def timing(self) -> dict:
         """Real-time factors over everything rendered so far (audio s per wall s)."""
