@@ -290,6 +290,13 @@ def test_the_input_arrives_in_the_daemons_capture_ring_with_timestamps(portaudio
     window = np.zeros((3 * RATE // 4, 2), np.float32)
     assert capture.read(end - len(window), window), "the ring lost the last 0.75 s"
     assert_tones(window)
-    # Timestamps: stream time advances with the sample index at the device rate.
-    assert capture.time_at(end - 1) - capture.time_at(begin) == pytest.approx(
-        (end - 1 - begin) / RATE, abs=2 * PERIOD / RATE)
+    # Timestamps: stream time advances with the sample index at the device rate, period by
+    # period. Not over the whole second: a period the device drops under load (an xrun on a
+    # busy machine) makes stream time jump ahead of the index, and PortAudio's JACK host API
+    # stamps each callback with a clock read that jitters when the callback runs late.
+    edges = range(begin, end - PERIOD, PERIOD)
+    steps = np.diff([capture.time_at(index) for index in edges])
+    assert len(steps) > 100
+    assert np.median(steps) == pytest.approx(PERIOD / RATE, rel=0.03)
+    assert np.mean(np.abs(steps - PERIOD / RATE) < 0.25 * PERIOD / RATE) >= 0.8, (
+        "stream time does not follow the sample index")
