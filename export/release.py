@@ -9,6 +9,7 @@ rebuilds the :class:`~lmdm_export.model.lmdm.ModelConfig`. Training checkpoints
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -99,4 +100,48 @@ def set_phase_iterations(model: LMDM, iterations: int) -> LMDM:
     config = dataclasses.replace(codec.config, phase_iterations=iterations)
     codec.config = config
     model.config = dataclasses.replace(model.config, autoencoder=config)
+    return model
+
+
+def decoder_digest(model: LMDM) -> str:
+    """SHA-256 of the codec decoder's weights: the manifest records it, so ``verify`` can tell
+    whether the torch model it rebuilt decodes with the bundle's decoder."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.autoencoder.decoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def replace_decoder(model: LMDM, codec_path: str | Path) -> LMDM:
+    """Decode with the decoder of the released codec ``codec_path`` (a decoder fine-tuned with
+    its encoder frozen, ``configs/train/decoder-gan.toml``). The model's latents must mean the
+    same to it: its geometry, encoder weights and latent statistics must equal the model's own
+    codec's, or the DiT's latents would be read by a decoder trained on other ones. The model's
+    decode-time ``phase_iterations`` stay."""
+    from lmdm_export.train.codec import read_codec_release
+
+    codec = model.autoencoder
+    if not isinstance(codec, StftCodec):
+        raise ValueError("--codec replaces an STFT codec's decoder; this model's autoencoder "
+                         "is not one (leave the option out)")
+    payload = read_codec_release(codec_path)
+    mine = asdict(dataclasses.replace(codec.config, phase_iterations=0))
+    theirs = {**payload["config"], "phase_iterations": 0}
+    differ = sorted(k for k in mine if mine[k] != theirs.get(k))
+    if differ:
+        raise ValueError(f"codec {codec_path} has another geometry than the model's codec "
+                         f"({', '.join(differ)} differ): its decoder cannot read this model's "
+                         "latents")
+    state, own = payload["state_dict"], codec.state_dict()
+    changed = [k for k, v in own.items()
+               if not k.startswith("decoder.") and (k not in state or not torch.equal(state[k], v))]
+    if changed:
+        raise ValueError(f"codec {codec_path} encodes differently from the model's codec "
+                         f"({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} "
+                         "differ): a decoder for this model must be fine-tuned with the "
+                         "model's encoder frozen (`init` the model's codec, `freeze_encoder = "
+                         "true`, as configs/train/decoder-gan.toml does)")
+    codec.decoder.load_state_dict({k[len("decoder."):]: v for k, v in state.items()
+                                   if k.startswith("decoder.")})
     return model

@@ -462,6 +462,115 @@ def _streamed_decode_equals_the_whole_decode(bundle_dir: Path) -> None:
     assert np.sqrt(np.mean(error ** 2)) > 3e-3 * rms
 
 
+def _decoder_gan_config(pipeline: Path, out: Path, **changes) -> CodecTrainConfig:
+    """A tiny decoder fine-tune of the pipeline's codec against the discriminator."""
+    settings = dict(corpus=str(pipeline / "corpus"), out=str(out), codec=TINY_CODEC, steps=3,
+                    batch=2, crop_frames=16, warmup=1, val_every=3, loss_resolutions=(64, 128),
+                    kl_weight=0.0, sample_latents=False, val_clips=2, val_frames=16,
+                    stats_clips=4, init=str(pipeline / "codec" / "release.pt"),
+                    freeze_encoder=True, adversarial_weight=0.1, feature_weight=0.5,
+                    disc_width=8, disc_layers=3, disc_frames=12, lr=1e-2)
+    return CodecTrainConfig(**{**settings, **changes})
+
+
+def test_a_decoder_fine_tuned_against_the_discriminator_keeps_the_latents(pipeline, tmp_path):
+    """With the encoder frozen only the decoder's weights move: encoder, linear encoder and
+    latent statistics stay bit for bit, so the diffusion stages' latents stay valid; the log
+    carries the discriminator's figures and the checkpoint its state."""
+    release = train_codec(_decoder_gan_config(pipeline, tmp_path / "gan"))
+    before = torch.load(pipeline / "codec" / "release.pt", weights_only=False)["state_dict"]
+    after = torch.load(release, weights_only=False)["state_dict"]
+    assert before.keys() == after.keys()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith("decoder.") for k in moved), moved
+    assert "decoder.linear.weight" in moved  # the linear decoder trains too
+    records = [json.loads(line) for line in (tmp_path / "gan" / "log.jsonl").open()]
+    last = [r for r in records if r.get("step") == 3 and "reconstruction" in r]
+    assert last and {"disc", "adv", "fm"} <= set(last[0])
+    state = torch.load(tmp_path / "gan" / "checkpoint.pt", weights_only=False)
+    assert {"discriminator", "discriminator_optimizer"} <= set(state)
+    assert json.loads((tmp_path / "gan" / "report.json").read_text())["codec"]["mr_stft"] > 0
+
+
+def test_a_decoder_fine_tune_resumes_exactly(pipeline, tmp_path):
+    """Two steps, stop, resume for two more == four in one go: the discriminator, its
+    optimiser and the random windows it saw come back from the checkpoint too."""
+    train_codec(_decoder_gan_config(pipeline, tmp_path / "once", steps=4, val_every=100))
+    train_codec(_decoder_gan_config(pipeline, tmp_path / "twice", steps=2, val_every=100))
+    train_codec(_decoder_gan_config(pipeline, tmp_path / "twice", steps=4, val_every=100),
+                resume=True)
+    once = torch.load(tmp_path / "once" / "checkpoint.pt", weights_only=False)
+    twice = torch.load(tmp_path / "twice" / "checkpoint.pt", weights_only=False)
+    for part in ("model", "discriminator"):
+        for name, value in once[part].items():
+            assert torch.equal(value, twice[part][name]), (part, name)
+
+
+def test_decoder_fine_tune_settings_are_checked(pipeline, tmp_path):
+    with pytest.raises(ValueError, match="init"):
+        _decoder_gan_config(pipeline, tmp_path / "x", init="")
+    with pytest.raises(ValueError, match="peak-locked"):
+        _decoder_gan_config(pipeline, tmp_path / "x", freeze_encoder=False,
+                            codec=dataclasses.replace(TINY_CODEC, phase="learned"))
+    with pytest.raises(ValueError, match="decoder_width = 16 there, 24 here"):
+        train_codec(_decoder_gan_config(pipeline, tmp_path / "x",
+                                        codec=dataclasses.replace(TINY_CODEC, decoder_width=24)))
+    assert not (tmp_path / "x" / "release.pt").exists()
+
+
+def test_the_discriminator_reads_each_channel_and_sees_a_window():
+    from lmdm_export.train.spectrogram_gan import SpectrogramDiscriminator, random_window
+
+    disc = SpectrogramDiscriminator(bins=33, width=8, layers=4)
+    logits, hidden = disc(torch.randn(3, 2 * 33, 10))  # two audio channels stacked
+    assert logits.shape == (6, 1, 3, 10) and len(hidden) == 4  # 33 bins / 4 / 2 / 2
+    with pytest.raises(ValueError, match="33 bins"):
+        disc(torch.randn(1, 40, 10))
+    real, fake = torch.arange(20.0).reshape(1, 1, 20), -torch.arange(20.0).reshape(1, 1, 20)
+    a, b = random_window(real, fake, 8)
+    assert a.shape[-1] == 8 and torch.equal(a, -b)  # the same frames of both
+    assert random_window(real, fake, 30)[0] is real
+
+
+def test_export_with_a_fine_tuned_decoder_verifies_with_that_codec(pipeline, tmp_path):
+    """``export --codec`` swaps in a decoder fine-tuned on the model's frozen encoder; the
+    manifest records its digest, so ``verify --checkpoint`` of the training release alone
+    refuses (it would compare another decoder) and passes with the same ``--codec``. A codec
+    whose encoder differs is refused, and nothing is written."""
+    codec = train_codec(_decoder_gan_config(pipeline, tmp_path / "gan"))
+    release = pipeline / "arc" / "release.pt"
+    out = tmp_path / "bundle"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "lmdm_bridge", *map(str, args)],
+                              capture_output=True, text=True, cwd=ROOT, env=env)
+
+    result = cli("export", "--checkpoint", release, "--codec", codec, "--out", out,
+                 "--no-source-weights", "--steps", "4")
+    assert result.returncode == 0, result.stdout + result.stderr
+    from lmdm_export.release import decoder_digest, load_release_model, replace_decoder
+
+    model = replace_decoder(load_release_model(release)[0], codec)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["decoder_digest"] == decoder_digest(model)
+    assert "decoder of" in manifest["model"]["source"]
+    result = cli("verify", out, "--checkpoint", release)
+    assert result.returncode != 0 and "--codec" in result.stderr
+    result = cli("verify", out, "--checkpoint", release, "--codec", codec)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    payload = torch.load(codec, weights_only=False)
+    payload["state_dict"]["encoder.linear.bias"] += 1e-3
+    other = tmp_path / "other.pt"
+    torch.save(payload, other)
+    result = cli("export", "--checkpoint", release, "--codec", other, "--out",
+                 tmp_path / "refused", "--no-source-weights")
+    assert result.returncode != 0
+    assert "encoder.linear.bias" in result.stderr and "freeze_encoder" in result.stderr
+    assert not (tmp_path / "refused").exists()
+
+
 def test_two_gloo_processes_end_with_identical_parameters(pipeline, tmp_path):
     """``torchrun`` with two CPU processes (gloo): both exit 0, and the replicas' parameter
     fingerprints, gathered at the end, are equal."""

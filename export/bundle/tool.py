@@ -11,7 +11,12 @@ from lmdm_export.bundle.writer import ExportRequest, export_bundle
 from lmdm_export.checkpoint import load_checkpoint
 from lmdm_export.model.lmdm import LMDM
 from lmdm_export.presets import get_preset
-from lmdm_export.release import is_release, load_release_model, set_phase_iterations
+from lmdm_export.release import (
+    is_release,
+    load_release_model,
+    replace_decoder,
+    set_phase_iterations,
+)
 
 
 def parse_text_encoders(pairs: list[str]) -> dict[str, str]:
@@ -59,6 +64,9 @@ def randomize_zero_init_(model: LMDM, seed: int, std: float = 0.02) -> LMDM:
 
 def export_from_args(args: argparse.Namespace) -> None:
     model, source = model_from_args(args)
+    if args.codec is not None:
+        replace_decoder(model, args.codec)
+        source += f", decoder of {args.codec}"
     if args.phase_iterations is not None:
         set_phase_iterations(model, args.phase_iterations)
         source += f", {args.phase_iterations} phase iteration(s)"

@@ -36,7 +36,13 @@ from lmdm_export.checkpoint import load_checkpoint
 from lmdm_export.eval.tonal import power_spectrogram
 from lmdm_export.model.lmdm import LMDM
 from lmdm_export.model.oobleck import fold_weight_norm
-from lmdm_export.release import is_release, load_release_model, set_phase_iterations
+from lmdm_export.release import (
+    decoder_digest,
+    is_release,
+    load_release_model,
+    replace_decoder,
+    set_phase_iterations,
+)
 from lmdm_export.rollout import Guidance, make_conditioning, make_session, stream_blocks
 from lmdm_export.sampling import SAMPLERS, logsnr_schedule
 
@@ -206,10 +212,20 @@ def check_stream(model: LMDM, bundle: Path, manifest: Manifest, method: str, blo
 
 def verify(bundle: Path, *, checkpoint: Path | None = None, model_config: Path | None = None,
            text_encoder_dirs: dict[str, str] | None = None, blocks: int = 4,
+           codec: Path | None = None,
            progress: Callable[[str], None] = lambda m: None) -> list[Check]:
+    """Every check of ``bundle`` against its torch model (``source/`` or ``checkpoint``, with
+    the decoder of the codec release ``codec`` when it was exported with ``--codec``)."""
     manifest = read_manifest(bundle)
     graph_tol, stream_tol, audio_tol = TOLERANCES[manifest.dtype]
     model = torch_model(bundle, checkpoint, model_config, text_encoder_dirs)
+    if codec is not None:
+        replace_decoder(model, codec)
+    expected = manifest.model.get("decoder_digest")
+    if expected is not None and decoder_digest(model) != expected:
+        raise ValueError(f"{bundle} decodes with another codec decoder than the torch model "
+                         f"({'--codec ' + str(codec) if codec else 'its checkpoint'}): pass "
+                         "the codec release it was exported with as --codec")
     iterations = manifest.model.get("phase_iterations")
     if iterations is not None and model.autoencoder.config.phase_iterations != iterations:
         set_phase_iterations(model, iterations)  # a training release, exported with the option

@@ -52,7 +52,7 @@ from lmdm_export.model.lmdm import LMDM
 from lmdm_export.model.oobleck import fold_weight_norm
 from lmdm_export.model.stft_codec import StftCodec
 from lmdm_export.model.text_encoders import FrozenTextConditioner
-from lmdm_export.release import release_payload
+from lmdm_export.release import decoder_digest, release_payload
 
 DTYPES = ("fp32", "fp16", "int8", "int8-all")
 OPSET = 18
@@ -316,12 +316,14 @@ def _tensor_specs(values) -> tuple[TensorSpec, ...]:
 
 def _model_info(model: LMDM, request: ExportRequest) -> dict:
     """The manifest's ``model``: where the weights came from and, for an STFT codec, the
-    decode-time settings its ``vae_decoder`` graph was built with (``verify`` rebuilds the
-    torch side with them when given the training release)."""
+    decode-time settings its ``vae_decoder`` graph was built with and the digest of its
+    decoder's weights (``verify`` rebuilds the torch side with them when given the training
+    release, and refuses a torch model with another decoder)."""
     info = {"preset": request.preset, "source": request.source,
             "dit_parameters": sum(p.numel() for p in model.dit.parameters())}
     if isinstance(model.autoencoder, StftCodec):
         info["phase_iterations"] = model.autoencoder.config.phase_iterations
+        info["decoder_digest"] = decoder_digest(model)
     return info
 
 

@@ -13,10 +13,18 @@ folded into the codec (the DiT sees unit-variance latents) and ``release.pt`` pl
 ``report.json`` are written; the report puts the codec's figures beside Griffin-Lim on the true
 magnitudes, white noise and the real clips' tonal energy, and adds the pitch of held harmonic
 tones through the codec (:mod:`.codec_probe`).
+
+Fine-tuning the decoder (``init`` a released codec, ``freeze_encoder``): the encoder, its
+linear path and the latent statistics stay bit for bit, so the latents, and every diffusion
+stage trained on them, stay valid; only the decoder trains. ``adversarial_weight`` adds a
+spectrogram discriminator's hinge loss and ``feature_weight`` its feature matching
+(:mod:`.spectrogram_gan`) to the log-magnitude distance, for a peak-locked codec; discriminator
+and decoder steps alternate every step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -33,6 +41,14 @@ from lmdm_export.train import loop
 from lmdm_export.train.codec_probe import median_partial_recall, median_tonal_energy, pitch_report
 from lmdm_export.train.corpus import CropSampler, fixed_clips, read_items
 from lmdm_export.train.spectral import griffin_lim, log_magnitude_distance, mr_stft, si_sdr
+from lmdm_export.train.spectrogram_gan import (
+    SpectrogramDiscriminator,
+    discriminator_loss,
+    feature_matching,
+    generator_loss,
+    random_window,
+    split_real_fake,
+)
 
 log = logging.getLogger(__name__)
 RELEASE_KIND = "stft-codec"
@@ -61,27 +77,61 @@ class CodecTrainConfig:
     stats_clips: int = 256
     linear_fit_clips: int = 512  # train clips of val_frames for the linear path's components
     checkpoint_minutes: float = 5.0
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's, for the codec and the discriminator
+    # Fine-tuning (module docstring): a released codec to start from, and whether its encoder
+    # (and so its latents) stays fixed.
+    init: str = ""
+    freeze_encoder: bool = False
+    adversarial_weight: float = 0.0  # the discriminator's hinge loss; 0: no discriminator
+    feature_weight: float = 0.0  # its feature matching
+    disc_width: int = 32
+    disc_layers: int = 5
+    disc_lr: float = 2e-4
+    disc_frames: int = 64  # STFT frames of each crop the discriminator sees (random window)
+
+    def __post_init__(self) -> None:
+        if self.freeze_encoder and not self.init:
+            raise ValueError("CodecTrainConfig.freeze_encoder keeps a trained encoder: set "
+                             "`init` to the codec release it comes from")
+        if (self.adversarial_weight or self.feature_weight) and self.codec.phase != "peak-locked":
+            raise ValueError("CodecTrainConfig.adversarial_weight / feature_weight train "
+                             "against a discriminator on the decoder's log-magnitudes: they "
+                             "need codec.phase = 'peak-locked'")
+        if self.adversarial_weight < 0 or self.feature_weight < 0:
+            raise ValueError("CodecTrainConfig.adversarial_weight and feature_weight must be "
+                             ">= 0")
+
+    @property
+    def adversarial(self) -> bool:
+        return self.adversarial_weight > 0 or self.feature_weight > 0
 
 
 class CodecTrainee(nn.Module):
     """encode (sampled) -> decode -> reconstruction loss in one forward, so DDP sees a single
-    call; returns ``(reconstruction loss, KL)``."""
+    call; returns ``(reconstruction loss, KL, decoded log-magnitudes, true log-magnitudes)``,
+    the last two (B, C * bins, F) for a peak-locked codec and None for a learned-phase one.
+    A frozen encoder runs without gradients."""
 
-    def __init__(self, codec: StftCodec, resolutions: tuple[int, ...], sample: bool) -> None:
+    def __init__(self, codec: StftCodec, resolutions: tuple[int, ...], sample: bool,
+                 freeze_encoder: bool = False) -> None:
         super().__init__()
         self.codec = codec
         self.resolutions = resolutions
         self.sample = sample
+        self.freeze_encoder = freeze_encoder
+        if freeze_encoder:
+            codec.encoder.requires_grad_(False)
 
-    def forward(self, audio: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, audio: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         codec = self.codec
         if codec.config.phase == "learned":
             z, kl = codec.encode_with_kl(audio, sample=self.sample)
-            return mr_stft(codec.decode(z), audio, self.resolutions), kl
+            return mr_stft(codec.decode(z), audio, self.resolutions), kl, None, None
         logmag = codec.log_magnitude(audio)
-        z, kl = codec.bottleneck(codec.encoder(logmag), sample=self.sample)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+            z, kl = codec.bottleneck(codec.encoder(logmag), sample=self.sample)
         pred, _ = codec.decoder(z)
-        return log_magnitude_distance(pred, logmag), kl
+        return log_magnitude_distance(pred, logmag), kl, pred, logmag
 
 
 def read_codec_release(path: str | Path) -> dict:
@@ -170,19 +220,32 @@ def train(cfg: CodecTrainConfig, *, resume: bool = False) -> Path:
     val_tonal = tonal_clips(val_items, cfg)
 
     codec = StftCodec(cfg.codec).to(d.device)
-    if cfg.codec.linear_path and not resume:  # deterministic clips: every rank fits the same
+    if cfg.init and not resume:
+        codec.load_state_dict(initial_codec(cfg).state_dict())
+    elif cfg.codec.linear_path and not resume:  # deterministic clips: every rank fits the same
         kept = codec.fit_linear_path(codec.log_magnitude(torch.from_numpy(fixed_clips(
             train_items, cfg.linear_fit_clips, cfg.val_frames * ratio, seed=cfg.seed + 7))))
         log.info("linear path: %d principal components keep %.1f%% of the log-magnitude "
                  "variance", cfg.codec.latent_dim, 100 * kept)
-    model = loop.wrap_ddp(CodecTrainee(codec, cfg.loss_resolutions, cfg.sample_latents), d)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainee = CodecTrainee(codec, cfg.loss_resolutions, cfg.sample_latents, cfg.freeze_encoder)
+    model = loop.wrap_ddp(trainee, d)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            betas=cfg.betas, weight_decay=cfg.weight_decay)
+    disc = opt_d = None
+    if cfg.adversarial:
+        disc_module = SpectrogramDiscriminator(cfg.codec.bins, cfg.disc_width, cfg.disc_layers)
+        disc = loop.wrap_ddp(disc_module.to(d.device), d)
+        opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas,
+                                  weight_decay=cfg.weight_decay)
     ckpt = loop.Checkpointer(run_dir, d)
     step = 0
     state = ckpt.load() if resume else None
     if state is not None:
         codec.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if disc is not None:
+            loop.unwrap(disc).load_state_dict(state["discriminator"])
+            opt_d.load_state_dict(state["discriminator_optimizer"])
         step = state["step"]
         loop.set_rng_state(state["rng"][d.rank] if d.rank < len(state["rng"]) else state["rng"][0])
         sampler.set_state(state["sampler"][min(d.rank, len(state["sampler"]) - 1)])
@@ -198,31 +261,74 @@ def train(cfg: CodecTrainConfig, *, resume: bool = False) -> Path:
         x = torch.from_numpy(sampler.batch(cfg.batch))
         gain_db = lo + (hi - lo) * torch.rand(cfg.batch, 1, 1, generator=gen)
         x = (x * 10 ** (gain_db / 20)).to(d.device)
-        rec, kl = model(x)
+        rec, kl, fake, real = model(x)
         loss = rec + cfg.kl_weight * kl / cfg.codec.latent_dim
+        extra = {}
+        if disc is not None:
+            extra = adversarial_step(disc, opt_d, real, fake, cfg)
+            loss = loss + extra.pop("decoder_loss")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        grad = torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
         opt.step()
         step += 1
         rec_m = float(loop.all_reduce_mean(rec.detach(), d))
         kl_m = float(loop.all_reduce_mean(kl.detach(), d)) / cfg.codec.latent_dim
-        runlog.progress(step, first, rec=rec_m, kl=kl_m)
-        if step % 50 == 0:
+        extra = {k: float(loop.all_reduce_mean(v, d)) for k, v in extra.items()}
+        runlog.progress(step, first, rec=rec_m, kl=kl_m, **extra)
+        if step % 50 == 0 or step == cfg.steps:
             # "reconstruction": the MR-STFT distance, or the grid distance of a peak-locked codec
             runlog.write({"step": step, "reconstruction": rec_m, "kl_per_element": kl_m, "lr": lr,
-                          "grad_norm": float(grad)})
+                          "grad_norm": float(grad), **extra})
         if d.main and (step % cfg.val_every == 0 or step == cfg.steps):
             codec.eval()
             runlog.write({"step": step,
                           "val": evaluate(codec, val, cfg.loss_resolutions, val_tonal)})
             codec.train()
         if time.monotonic() - last_save > 60 * cfg.checkpoint_minutes or step == cfg.steps:
-            ckpt.save(_state(codec, opt, step, sampler, cfg, d))
+            ckpt.save(_state(codec, opt, step, sampler, cfg, d, disc, opt_d))
             last_save = time.monotonic()
     loop.check_replicas(codec, d, runlog)
     runlog.close()
     return finalize(cfg, codec, ckpt, val, val_tonal, train_items, d)
+
+
+def initial_codec(cfg: CodecTrainConfig) -> StftCodec:
+    """The released codec ``cfg.init`` to fine-tune; its config must be ``cfg.codec`` (up to
+    the decode-time ``phase_iterations``), or the weights would not fit."""
+    codec = load_codec(cfg.init)
+    mine = asdict(dataclasses.replace(cfg.codec, phase_iterations=0))
+    theirs = asdict(dataclasses.replace(codec.config, phase_iterations=0))
+    differ = sorted(k for k in mine if mine[k] != theirs[k])
+    if differ:
+        raise ValueError(f"init codec {cfg.init} has another geometry than the config's "
+                         "[codec] table: " + ", ".join(
+                             f"{k} = {theirs[k]!r} there, {mine[k]!r} here" for k in differ))
+    return codec
+
+
+def adversarial_step(disc: nn.Module, opt_d: torch.optim.Optimizer, real: Tensor, fake: Tensor,
+                     cfg: CodecTrainConfig) -> dict[str, Tensor]:
+    """One discriminator update on true vs decoded log-magnitudes (B, rows, F), then the
+    decoder's adversarial and feature-matching terms through the updated discriminator
+    (``decoder_loss``, with gradients to ``fake`` only) and detached figures for the log."""
+    real, fake = random_window(real.detach(), fake, cfg.disc_frames)
+    logits, hidden = disc(torch.cat((real, fake.detach())))
+    real_logits, fake_logits, _, _ = split_real_fake(logits, hidden)
+    d_loss = discriminator_loss(real_logits, fake_logits)
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
+    opt_d.step()
+    # The decoder's pass: the discriminator's parameters get gradients here too; they are
+    # cleared before its next update and never stepped with them.
+    logits, hidden = disc(torch.cat((real, fake)))
+    _, fake_logits, real_hidden, fake_hidden = split_real_fake(logits, hidden)
+    adv = generator_loss(fake_logits)
+    fm = feature_matching(real_hidden, fake_hidden)
+    return {"decoder_loss": cfg.adversarial_weight * adv + cfg.feature_weight * fm,
+            "disc": d_loss.detach(), "adv": adv.detach(), "fm": fm.detach()}
 
 
 def tonal_clips(val_items, cfg: CodecTrainConfig) -> Tensor:
@@ -235,11 +341,16 @@ def tonal_clips(val_items, cfg: CodecTrainConfig) -> Tensor:
     return torch.from_numpy(fixed_clips(items, cfg.val_clips, length))
 
 
-def _state(codec: StftCodec, opt, step: int, sampler: CropSampler, cfg, d: loop.Dist) -> dict:
+def _state(codec: StftCodec, opt, step: int, sampler: CropSampler, cfg, d: loop.Dist,
+           disc: nn.Module | None = None, opt_d=None) -> dict:
     rngs = loop.gather_objects(loop.rng_state(), d)
     samplers = loop.gather_objects(sampler.state(), d)
-    return {"model": codec.state_dict(), "optimizer": opt.state_dict(), "step": step,
-            "rng": rngs, "sampler": samplers, "config": asdict(cfg)}
+    state = {"model": codec.state_dict(), "optimizer": opt.state_dict(), "step": step,
+             "rng": rngs, "sampler": samplers, "config": asdict(cfg)}
+    if disc is not None:
+        state.update(discriminator=loop.unwrap(disc).state_dict(),
+                     discriminator_optimizer=opt_d.state_dict())
+    return state
 
 
 def finalize(cfg: CodecTrainConfig, codec: StftCodec, ckpt: loop.Checkpointer, val: Tensor,
@@ -249,7 +360,8 @@ def finalize(cfg: CodecTrainConfig, codec: StftCodec, ckpt: loop.Checkpointer, v
     clips = fixed_clips(train_items, cfg.stats_clips, cfg.val_frames * cfg.codec.downsampling_ratio,
                         seed=cfg.seed + 99)
     mean, std = latent_stats(codec, clips)
-    codec.set_latent_stats(mean, std)
+    if not cfg.freeze_encoder:  # a frozen encoder keeps the statistics its latents were made with
+        codec.set_latent_stats(mean, std)
     path = ckpt.release("release.pt", {"kind": RELEASE_KIND, "config": asdict(cfg.codec),
                                        "state_dict": codec.state_dict()})
     if d.main:

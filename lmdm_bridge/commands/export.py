@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="STFT codecs with peak-locked phase: refine the phase with N "
                              "iterations of fast Griffin-Lim at decode (default: the release's, "
                              "0 unless set; the embedded default uses 1)")
+    parser.add_argument("--codec", type=Path, metavar="PATH",
+                        help="decode with the decoder of this codec release (`train "
+                             "autoencoder` with the model's encoder frozen, e.g. "
+                             "runs/codec-gan/release.pt); its encoder must be the model's")
     parser.add_argument("--no-source-weights", action="store_true",
                         help="leave out source/ (torch weights; `verify` then needs --checkpoint)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="bundle folder")

@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, metavar="PATH",
                         help="torch weights, when the bundle has no source/ folder")
     parser.add_argument("--model-config", type=Path, metavar="JSON")
+    parser.add_argument("--codec", type=Path, metavar="PATH",
+                        help="the codec release the bundle's decoder came from (export --codec)")
     parser.add_argument("--text-encoder", action="append", default=[], metavar="NAME=DIR")
     parser.add_argument("--blocks", type=int, default=4,
                         help="streamed blocks per pattern (default 4)")
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         checks = verify.verify(args.bundle, checkpoint=args.checkpoint,
                                model_config=args.model_config,
                                text_encoder_dirs=tool.parse_text_encoders(args.text_encoder),
-                               blocks=args.blocks, progress=print)
+                               blocks=args.blocks, codec=args.codec, progress=print)
     except (BundleError, FileNotFoundError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     failed = [c for c in checks if not c.ok]
