@@ -469,7 +469,7 @@ def _decoder_gan_config(pipeline: Path, out: Path, **changes) -> CodecTrainConfi
                     kl_weight=0.0, sample_latents=False, val_clips=2, val_frames=16,
                     stats_clips=4, init=str(pipeline / "codec" / "release.pt"),
                     freeze_encoder=True, adversarial_weight=0.1, feature_weight=0.5,
-                    disc_width=8, disc_layers=3, disc_frames=12, lr=1e-2)
+                    disc_width=8, disc_layers=3, disc_frames=12, lr=1e-2, latent_noise=0.2)
     return CodecTrainConfig(**{**settings, **changes})
 
 
@@ -494,7 +494,8 @@ def test_a_decoder_fine_tuned_against_the_discriminator_keeps_the_latents(pipeli
 
 def test_a_decoder_fine_tune_resumes_exactly(pipeline, tmp_path):
     """Two steps, stop, resume for two more == four in one go: the discriminator, its
-    optimiser and the random windows it saw come back from the checkpoint too."""
+    optimiser, the random windows it saw and the latent noise come back from the checkpoint
+    too."""
     train_codec(_decoder_gan_config(pipeline, tmp_path / "once", steps=4, val_every=100))
     train_codec(_decoder_gan_config(pipeline, tmp_path / "twice", steps=2, val_every=100))
     train_codec(_decoder_gan_config(pipeline, tmp_path / "twice", steps=4, val_every=100),
@@ -508,7 +509,9 @@ def test_a_decoder_fine_tune_resumes_exactly(pipeline, tmp_path):
 
 def test_decoder_fine_tune_settings_are_checked(pipeline, tmp_path):
     with pytest.raises(ValueError, match="init"):
-        _decoder_gan_config(pipeline, tmp_path / "x", init="")
+        _decoder_gan_config(pipeline, tmp_path / "x", init="", latent_noise=0.0)
+    with pytest.raises(ValueError, match="latent statistics"):
+        _decoder_gan_config(pipeline, tmp_path / "x", init="", freeze_encoder=False)
     with pytest.raises(ValueError, match="peak-locked"):
         _decoder_gan_config(pipeline, tmp_path / "x", freeze_encoder=False,
                             codec=dataclasses.replace(TINY_CODEC, phase="learned"))

@@ -19,7 +19,8 @@ linear path and the latent statistics stay bit for bit, so the latents, and ever
 stage trained on them, stay valid; only the decoder trains. ``adversarial_weight`` adds a
 spectrogram discriminator's hinge loss and ``feature_weight`` its feature matching
 (:mod:`.spectrogram_gan`) to the log-magnitude distance, for a peak-locked codec; discriminator
-and decoder steps alternate every step.
+and decoder steps alternate every step. ``latent_noise`` decodes noisy latents toward the clean
+spectrogram, for a decoder that reads generated latents.
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ class CodecTrainConfig:
     disc_layers: int = 5
     disc_lr: float = 2e-4
     disc_frames: int = 64  # STFT frames of each crop the discriminator sees (random window)
+    # Gaussian noise added to the latents before decoding, in units of the latent statistics
+    # (what the DiT sees): a decoder that also decodes latents near the encoder's is robust to
+    # the generator's errors. Needs `init` (the statistics of a fresh codec are not set yet).
+    latent_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.freeze_encoder and not self.init:
@@ -97,9 +102,12 @@ class CodecTrainConfig:
             raise ValueError("CodecTrainConfig.adversarial_weight / feature_weight train "
                              "against a discriminator on the decoder's log-magnitudes: they "
                              "need codec.phase = 'peak-locked'")
-        if self.adversarial_weight < 0 or self.feature_weight < 0:
-            raise ValueError("CodecTrainConfig.adversarial_weight and feature_weight must be "
-                             ">= 0")
+        if self.latent_noise and not self.init:
+            raise ValueError("CodecTrainConfig.latent_noise is in units of a trained codec's "
+                             "latent statistics: set `init` to its release")
+        if self.adversarial_weight < 0 or self.feature_weight < 0 or self.latent_noise < 0:
+            raise ValueError("CodecTrainConfig.adversarial_weight, feature_weight and "
+                             "latent_noise must be >= 0")
 
     @property
     def adversarial(self) -> bool:
@@ -113,12 +121,13 @@ class CodecTrainee(nn.Module):
     A frozen encoder runs without gradients."""
 
     def __init__(self, codec: StftCodec, resolutions: tuple[int, ...], sample: bool,
-                 freeze_encoder: bool = False) -> None:
+                 freeze_encoder: bool = False, latent_noise: float = 0.0) -> None:
         super().__init__()
         self.codec = codec
         self.resolutions = resolutions
         self.sample = sample
         self.freeze_encoder = freeze_encoder
+        self.latent_noise = latent_noise
         if freeze_encoder:
             codec.encoder.requires_grad_(False)
 
@@ -130,6 +139,8 @@ class CodecTrainee(nn.Module):
         logmag = codec.log_magnitude(audio)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
             z, kl = codec.bottleneck(codec.encoder(logmag), sample=self.sample)
+        if self.latent_noise and self.training:
+            z = z + self.latent_noise * codec.latent_std[:, None] * torch.randn_like(z)
         pred, _ = codec.decoder(z)
         return log_magnitude_distance(pred, logmag), kl, pred, logmag
 
@@ -227,7 +238,8 @@ def train(cfg: CodecTrainConfig, *, resume: bool = False) -> Path:
             train_items, cfg.linear_fit_clips, cfg.val_frames * ratio, seed=cfg.seed + 7))))
         log.info("linear path: %d principal components keep %.1f%% of the log-magnitude "
                  "variance", cfg.codec.latent_dim, 100 * kept)
-    trainee = CodecTrainee(codec, cfg.loss_resolutions, cfg.sample_latents, cfg.freeze_encoder)
+    trainee = CodecTrainee(codec, cfg.loss_resolutions, cfg.sample_latents, cfg.freeze_encoder,
+                           cfg.latent_noise)
     model = loop.wrap_ddp(trainee, d)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             betas=cfg.betas, weight_decay=cfg.weight_decay)
