@@ -34,6 +34,21 @@ def test_tonal_energy_of_a_sine_is_near_one_and_of_white_noise_near_zero():
     assert tonal_energy(np.zeros(3 * RATE)) == 0.0
 
 
+def test_spectral_motion_is_still_for_a_held_chord_and_moves_with_notes_and_noise():
+    from lmdm_export.eval.motion import spectral_motion
+
+    t = np.arange(3 * RATE) / RATE
+    held = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6)) / 3
+    # the same chord's notes one after another, 4 per second
+    notes = np.sin(2 * np.pi * np.array((220.0, 277.2, 329.6))[(t * 4).astype(int) % 3] * t)
+    noise = np.random.default_rng(0).standard_normal(3 * RATE) * 0.3
+    still, moving, hiss = spectral_motion(np.stack([held, notes, noise]), RATE)
+    assert still < 0.15  # what flickers within 60 dB of a steady chord's peak
+    assert moving > 10 * still and hiss > 3 * still
+    # a constant gain leaves every log-power difference as it was
+    assert spectral_motion(0.1 * notes[None], RATE)[0] == pytest.approx(moving, rel=1e-3)
+
+
 def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_a_shift():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((300, 16))
@@ -140,19 +155,22 @@ def test_eval_run_end_to_end_on_a_random_bundle(corpus, classifier, tiny_bundle,
     report = json.loads((out / "report.json").read_text())
     ref = report["reference"]
     assert ref["clips"] == 4 and ref["split_per_label"] == {"noise": "val", "sine": "val"}
-    for key in ("real_vs_real_fd", "noise_vs_real_fd", "tonal_energy_real"):
+    for key in ("real_vs_real_fd", "noise_vs_real_fd", "tonal_energy_real", "motion_real",
+                "motion_noise"):
         assert isinstance(ref[key], float) and np.isfinite(ref[key])
+    assert ref["motion_noise"] > ref["motion_real"]  # noise against a sine and a noise label
     b = report["bundles"]["a"]
     assert 0.0 <= b["adherence"] <= 1.0
     assert set(b["adherence_per_label"]) == {"noise", "sine"}
     assert isinstance(b["fd"], float) and b["fd"] >= 0
     assert all(isinstance(v, float) for v in b["fd_per_label"].values())
     assert 0.0 <= b["tonal_energy"] <= 1.0
+    assert b["motion"] > 0 and set(b["motion_per_label"]) == {"noise", "sine"}
     assert b["speed"]["realtime_factor"] > 0 and b["speed"]["realtime_factor_steady"] > 0
     codec = b["codec"]  # real B through the bundle's own (random) autoencoder
     assert 0.0 <= codec["adherence"] <= 1.0 and codec["fd"] >= 0
     assert codec["fd_ratio"] == pytest.approx(codec["fd"] / ref["real_vs_real_fd"])
-    assert set(codec["fd_per_label"]) == {"noise", "sine"}
+    assert set(codec["fd_per_label"]) == {"noise", "sine"} and codec["motion"] > 0
     assert b["bundle"]["sample_rate"] == 44100 and b["bundle"]["audio_channels"] == 2
     assert b["bundle"]["steps"] == 2
     drift = b["drift"]
@@ -162,6 +180,7 @@ def test_eval_run_end_to_end_on_a_random_bundle(corpus, classifier, tiny_bundle,
     md = (out / "report.md").read_text()
     assert "| **a** |" in md and "first minute" in md
     assert "| real B through a's codec |" in md and "a codec FD" in md
+    assert "spectral motion" in md
 
     # two bundles side by side: one column pair each, and the drift comparison
     report["bundles"]["b"] = copy.deepcopy(b)
@@ -212,6 +231,8 @@ def test_eval_codec_splits_the_codecs_cost(corpus, classifier, tmp_path):
     assert ways["stft_round_trip"]["fd"] == pytest.approx(report["real_vs_real_fd"], rel=0.05)
     assert ways["codec"]["fd"] > ways["stft_round_trip"]["fd"]
     assert set(ways["codec"]["fd_per_label"]) == {"noise", "sine"}
+    # the round trip is exact, so its clips move as real set B's do
+    assert ways["stft_round_trip"]["motion"] == pytest.approx(report["motion_real"], rel=0.02)
 
 
 def test_eval_codec_names_a_missing_codec(tmp_path, capsys):

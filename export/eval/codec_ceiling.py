@@ -18,7 +18,8 @@ hand): real set B, resynthesised four ways, each scored against set A like gener
   --phase-iterations N`` builds into the decoder graph).
 
 The reference sets are ``eval run``'s (same corpus, seed and clip counts), so the figures sit
-beside its table. Writes ``codec.json`` to the output folder.
+beside its table; each row also gives the clips' median spectral motion
+(:mod:`.motion`) beside real set B's. Writes ``codec.json`` to the output folder.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 
 from lmdm_export.eval.classifier import classify, load_classifier
 from lmdm_export.eval.clips import through_codec
+from lmdm_export.eval.motion import spectral_motion
 from lmdm_export.eval.run import EvalConfig, _fd, _references
 from lmdm_export.model.stft_codec import StftCodec
 from lmdm_export.train.codec import load_codec
@@ -111,16 +113,23 @@ def codec_ceiling(cfg: CodecCeilingConfig) -> dict:
     emb_a = {lab: classify(model, refs[lab].real_a[:n])[1] for lab, n in counts.items()}
     emb_b = [classify(model, refs[lab].real_b[:n])[1] for lab, n in counts.items()]
     real_vs_real = _fd(emb_b, list(emb_a.values()))
+    real_motion = float(np.median(np.concatenate([
+        spectral_motion(refs[lab].real_b[:n], spec.sample_rate) for lab, n in counts.items()])))
     rows = {}
     for name, way, used in ways:
-        embs = {lab: classify(model, _through(used, refs[lab].real_b[:n], spec.sample_rate,
-                                              way))[1] for lab, n in counts.items()}
+        clips = {lab: _through(used, refs[lab].real_b[:n], spec.sample_rate, way)
+                 for lab, n in counts.items()}
+        embs = {lab: classify(model, audio)[1] for lab, audio in clips.items()}
         fd = _fd(list(embs.values()), list(emb_a.values()))
+        motion = float(np.median(np.concatenate([spectral_motion(audio, spec.sample_rate)
+                                                 for audio in clips.values()])))
         rows[name] = {"fd": fd, "fd_ratio": fd / real_vs_real if real_vs_real else None,
-                     "fd_per_label": {lab: _fd([embs[lab]], [emb_a[lab]]) for lab in labels}}
-        log.info("%-22s FD %.2f (x%.2f real-vs-real)", name, fd, rows[name]["fd_ratio"])
+                      "fd_per_label": {lab: _fd([embs[lab]], [emb_a[lab]]) for lab in labels},
+                      "motion": motion}
+        log.info("%-22s FD %.2f (x%.2f real-vs-real), spectral motion %.3f (real B %.3f)",
+                 name, fd, rows[name]["fd_ratio"], motion, real_motion)
     report = {"config": asdict(cfg), "clips": sum(counts.values()),
-              "real_vs_real_fd": real_vs_real, "ways": rows}
+              "real_vs_real_fd": real_vs_real, "motion_real": real_motion, "ways": rows}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "codec.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

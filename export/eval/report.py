@@ -30,24 +30,26 @@ def _summary(report: dict) -> list[str]:
     rr = ref["real_vs_real_fd"]
     rows = [["real B (other held-out pieces) vs real A",
              _pct(ref["classifier_accuracy_on_real_overall"]), _num(rr), "1.00",
-             _num(ref["tonal_energy_real"]), _num(ref["rms_real"], 3), "—"],
+             _num(ref["tonal_energy_real"]), _num(ref["rms_real"], 3),
+             _num(ref.get("motion_real")), "—"],
             ["white noise vs real A", "—", _num(ref["noise_vs_real_fd"]),
              _num(ref["noise_vs_real_fd"] / rr if rr else None), _num(ref["tonal_energy_noise"]),
-             _num(ref["rms_real"], 3), "—"]]
+             _num(ref["rms_real"], 3), _num(ref.get("motion_noise")), "—"]]
     for name, b in report["bundles"].items():
         speed = b["speed"]
         rtf = (f"{speed['realtime_factor']:.1f} "
                f"(steady {speed['realtime_factor_steady']:.1f})")
         rows.append([f"**{name}**", _pct(b["adherence"]), _num(b["fd"]), _num(b["fd_ratio"]),
-                     _num(b["tonal_energy"]), _num(b["rms"], 3), rtf])
+                     _num(b["tonal_energy"]), _num(b["rms"], 3), _num(b.get("motion")), rtf])
         codec = b.get("codec")
         if codec is not None:
             rows.append([f"real B through {name}'s codec", _pct(codec["adherence"]),
                          _num(codec["fd"]), _num(codec["fd_ratio"]),
-                         _num(codec["tonal_energy"]), _num(codec["rms"], 3), "—"])
+                         _num(codec["tonal_energy"]), _num(codec["rms"], 3),
+                         _num(codec.get("motion")), "—"])
     return _table(["signal", "prompt adherence", f"FD vs real A (N={ref['clips']})",
                    "FD / real-vs-real", "tonal energy (median)", "RMS (median)",
-                   "real-time factor"], rows)
+                   "spectral motion (median)", "real-time factor"], rows)
 
 
 def _per_label(report: dict) -> list[str]:

@@ -39,6 +39,7 @@ from lmdm_export.eval.classifier import LabelClassifier, classify, load_classifi
 from lmdm_export.eval.clips import cut_clips, reference_sets
 from lmdm_export.eval.frechet import frechet_distance
 from lmdm_export.eval.generate import BundleSource
+from lmdm_export.eval.motion import spectral_motion
 from lmdm_export.eval.report import markdown_report
 from lmdm_export.eval.tonal import NON_TONAL_LABELS, tonal_energy
 from lmdm_export.train.corpus import Item, read_items
@@ -81,18 +82,21 @@ class LabelRef:
 
 @dataclass
 class Scored:
-    """Clips through the classifier: predictions (n,), embeddings (n, 64), tonal (n,), rms (n,)."""
+    """Clips through the classifier: predictions (n,), embeddings (n, 64), tonal (n,), rms (n,),
+    spectral motion (n,)."""
 
     pred: np.ndarray
     emb: np.ndarray
     tonal: np.ndarray
     rms: np.ndarray
+    motion: np.ndarray
 
 
 def _score(model: LabelClassifier, clips: np.ndarray, tonal: bool) -> Scored:
     pred, emb = classify(model, clips)
     ton = np.array([tonal_energy(c) for c in clips]) if tonal else np.zeros(0)
-    return Scored(pred, emb, ton, np.sqrt((clips.astype(np.float64) ** 2).mean(axis=1)))
+    return Scored(pred, emb, ton, np.sqrt((clips.astype(np.float64) ** 2).mean(axis=1)),
+                  spectral_motion(clips, model.spec.sample_rate))
 
 
 def _median(values: list[np.ndarray]) -> float | None:
@@ -256,6 +260,10 @@ def evaluate(cfg: EvalConfig) -> dict:
             lab: _median([real[lab].tonal[:counts[lab]]]) for lab in tonal_labels},
         "tonal_energy_noise": _median([noise[lab].tonal[:counts[lab]] for lab in tonal_labels]),
         "rms_real": _median([real[lab].rms[:counts[lab]] for lab in labels]),
+        "motion_real": _median([real[lab].motion[:counts[lab]] for lab in labels]),
+        "motion_real_per_label": {lab: _median([real[lab].motion[:counts[lab]]])
+                                  for lab in labels},
+        "motion_noise": _median([noise[lab].motion[:counts[lab]] for lab in labels]),
     }
     reference["classifier_accuracy_on_real_overall"] = float(np.mean(
         list(reference["classifier_accuracy_on_real"].values())))
@@ -291,6 +299,8 @@ def evaluate(cfg: EvalConfig) -> dict:
             "tonal_energy": _median([gen[lab].tonal for lab in tonal_labels]),
             "tonal_energy_per_label": {lab: _median([gen[lab].tonal]) for lab in tonal_labels},
             "rms": _median([gen[lab].rms for lab in labels]),
+            "motion": _median([gen[lab].motion for lab in labels]),
+            "motion_per_label": {lab: _median([gen[lab].motion]) for lab in labels},
         }
         result["codec"] = _codec_ceiling(source, model, refs, counts, index, tonal_labels,
                                          reference["real_vs_real_fd"])
@@ -340,6 +350,7 @@ def _codec_ceiling(source: BundleSource, model: LabelClassifier, refs: dict[str,
                          for lab, n in counts.items()},
         "tonal_energy": _median([scored[lab].tonal for lab in tonal_labels]),
         "rms": _median([scored[lab].rms for lab in counts]),
+        "motion": _median([scored[lab].motion for lab in counts]),
     }
 
 
