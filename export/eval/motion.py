@@ -5,10 +5,10 @@ classifier's front end: n_fft 1024, hop 512, 23 ms at 22.05 kHz) between consecu
 over bands and frames, with every band floored at ``FLOOR_DB`` below the clip's loudest: below
 that, the sidelobes of a held chord's partials interfere and flicker by tens of dB from frame
 to frame, which no listener hears. Note changes, onsets, vibrato, bow and breath noise all move
-it; a held chord or a smoothed spectrogram does not. It is a diagnostic, not a quality score: white noise
-moves a lot (its band powers fluctuate frame by frame), silence not at all. Set beside the real
-clips' figure it shows whether a codec or a generator renders the music too still (session 7:
-the codec's log-magnitude regression halves it for sustained ensembles, docs/default-model.md).
+it; a held chord or a smoothed spectrogram does not. It is a diagnostic, not a quality score:
+white noise moves a lot (its band powers fluctuate frame by frame), silence not at all. Set
+beside the real clips' figure it shows whether a codec or a generator renders the music too
+still (docs/default-model.md, session 7).
 """
 
 from __future__ import annotations
