@@ -213,3 +213,13 @@ def test_phase_iterations_need_a_peak_locked_codec(tmp_path, capsys):
     assert code != 0
     assert "peak-locked STFT codec" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_a_backwards_noise_schedule_is_refused(tmp_path, capsys):
+    from lmdm_bridge.cli import main as cli_main
+
+    code = cli_main(["export", "--random-init", "--preset", "tiny", "--out",
+                     str(tmp_path / "b"), "--logsnr-min", "1", "--logsnr-max", "-3"])
+    assert code != 0
+    assert "--logsnr-min 1 must be below --logsnr-max -3" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -393,7 +393,9 @@ def test_an_lmdm_release_exports_to_a_bundle_that_verifies(pipeline, tmp_path, d
     int8 tolerance."""
     out = tmp_path / "bundle"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    extra = [] if phase_iterations is None else ["--phase-iterations", str(phase_iterations)]
+    # with phase iterations also the embedded default's noise schedule, which verify follows
+    extra = [] if phase_iterations is None else ["--phase-iterations", str(phase_iterations),
+                                                 "--logsnr-min", "-3", "--logsnr-max", "1"]
     for args in (["export", "--checkpoint", str(pipeline / "arc" / "release.pt"), "--out",
                   str(out), "--sampler", "pingpong", "--steps", "4", "--dtype", dtype, *extra],
                  ["verify", str(out)]):
@@ -405,6 +407,8 @@ def test_an_lmdm_release_exports_to_a_bundle_that_verifies(pipeline, tmp_path, d
     codec = dataclasses.replace(TINY_CODEC, phase_iterations=phase_iterations or 0)
     assert manifest["geometry"]["decoder_receptive_frames"] == codec.receptive_frames
     assert manifest["model"]["phase_iterations"] == (phase_iterations or 0)
+    schedule = (-3.0, 1.0) if phase_iterations else (-6.0, 2.0)
+    assert (manifest["sampler"]["logsnr_min"], manifest["sampler"]["logsnr_max"]) == schedule
     source = torch.load(out / "source" / "release.pt", weights_only=False)
     assert source["codec"]["config"]["phase_iterations"] == (phase_iterations or 0)
     if phase_iterations:  # the training release has none: verify applies the manifest's

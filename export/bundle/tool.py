@@ -63,6 +63,10 @@ def randomize_zero_init_(model: LMDM, seed: int, std: float = 0.02) -> LMDM:
 
 
 def export_from_args(args: argparse.Namespace) -> None:
+    if not args.logsnr_min < args.logsnr_max:
+        raise ValueError(f"--logsnr-min {args.logsnr_min:g} must be below --logsnr-max "
+                         f"{args.logsnr_max:g}: the schedule runs from noise (low logSNR) to "
+                         "signal")
     model, source = model_from_args(args)
     if args.codec is not None:
         replace_decoder(model, args.codec)
@@ -73,7 +77,8 @@ def export_from_args(args: argparse.Namespace) -> None:
     request = ExportRequest(
         dtype=args.dtype, source=source, preset=args.preset,
         include_source_weights=not args.no_source_weights,
-        sampler=SamplerDefaults(name=args.sampler, steps=args.steps, cfg_scale=args.cfg))
+        sampler=SamplerDefaults(name=args.sampler, steps=args.steps, cfg_scale=args.cfg,
+                                logsnr_min=args.logsnr_min, logsnr_max=args.logsnr_max))
     export_bundle(model, args.out, request, force=args.force)
 
 

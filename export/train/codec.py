@@ -20,7 +20,7 @@ stage trained on them, stay valid; only the decoder trains. ``adversarial_weight
 spectrogram discriminator's hinge loss and ``feature_weight`` its feature matching
 (:mod:`.spectrogram_gan`) to the log-magnitude distance, for a peak-locked codec; discriminator
 and decoder steps alternate every step. ``latent_noise`` decodes noisy latents toward the clean
-spectrogram, for a decoder that reads generated latents.
+spectrogram.
 """
 
 from __future__ import annotations
@@ -90,8 +90,9 @@ class CodecTrainConfig:
     disc_lr: float = 2e-4
     disc_frames: int = 64  # STFT frames of each crop the discriminator sees (random window)
     # Gaussian noise added to the latents before decoding, in units of the latent statistics
-    # (what the DiT sees): a decoder that also decodes latents near the encoder's is robust to
-    # the generator's errors. Needs `init` (the statistics of a fresh codec are not set yet).
+    # (what the DiT sees), meant to make the decoder tolerate the generator's errors (on the
+    # default model it did not: docs/default-model.md, session 7). Needs `init` (a fresh
+    # codec's statistics are not set yet).
     latent_noise: float = 0.0
 
     def __post_init__(self) -> None:
