@@ -147,4 +147,23 @@ def _b(t: Tensor, x: Tensor) -> Tensor:
     return t.to(dtype=x.dtype, device=x.device)
 
 
-SAMPLERS = {"euler": sample_euler, "pingpong": sample_pingpong}
+def sample_ab2(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
+               generator: torch.Generator | NoiseSource | None = None,
+               cfg_pp: str | None = None) -> Tensor:
+    """Second-order Adams-Bashforth: one denoiser call per step like Euler; after the first,
+    each step extrapolates the velocity linearly from this step's and the last one's
+    (``x + h (v_i + h / (2 h_prev) (v_i - v_{i-1}))``, the velocity form of DPM-Solver++(2M)).
+    ``generator`` is accepted for a uniform signature; there is no CFG++ variant."""
+    if cfg_pp is not None:
+        raise ValueError("the ab2 sampler has no CFG++ variant (cfg_pp must be None); use euler")
+    previous = None
+    for i in range(len(ts) - 1):
+        v = denoiser(x, ts[i].expand(x.shape[0])).guided
+        h = _b(ts[i + 1] - ts[i], x)
+        slope = v if previous is None else v + h / (2 * _b(ts[i] - ts[i - 1], x)) * (v - previous)
+        x = x + h * slope
+        previous = v
+    return x
+
+
+SAMPLERS = {"euler": sample_euler, "pingpong": sample_pingpong, "ab2": sample_ab2}

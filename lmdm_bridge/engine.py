@@ -60,7 +60,7 @@ class Engine:
     """Plays a bundle block by block.
 
     Settings default to the manifest's: ``method`` (its ``pattern``; or ``"block-causal"``,
-    ``"enc-dec"``, ``"outpaint"``), ``steps``, ``sampler`` (``"pingpong"``, ``"euler"``),
+    ``"enc-dec"``, ``"outpaint"``), ``steps``, ``sampler`` (``"pingpong"``, ``"euler"``, ``"ab2"``),
     ``cfg_scale`` (1: no guidance), ``cfg_pp`` (``"textbook"``, ``"lmdm-code"``, or ``"off"``).
     ``seed`` seeds the noise; ``noise(shape) -> float32 array`` replaces the generator (e.g. to
     record or replay draws). ``context (C, s)``: clean latents to start from (zeros: "no
@@ -96,6 +96,9 @@ class Engine:
         self.cfg_pp = None if cfg_pp in (None, "off") else cfg_pp
         if self.cfg_pp is not None and self.cfg_pp not in CFGPP_VARIANTS:
             raise ValueError(f"cfg_pp must be 'off' or one of {CFGPP_VARIANTS}, got {cfg_pp!r}")
+        if self.cfg_pp is not None and self.sampler == "ab2":
+            raise ValueError("the ab2 sampler has no CFG++ variant: use cfg_pp 'off' or the "
+                             "euler sampler")
         self.rescale_phi = rescale_phi
         self.guidance = self.cfg_scale != 1.0
         self.batch = 2 if self.guidance else 1

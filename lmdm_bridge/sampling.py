@@ -134,5 +134,25 @@ def sample_pingpong(denoiser: Denoiser, x: np.ndarray, ts: np.ndarray, *,
     return x0
 
 
+def sample_ab2(denoiser: Denoiser, x: np.ndarray, ts: np.ndarray, *,
+               noise: NoiseSource | None = None, cfg_pp: str | None = None) -> np.ndarray:
+    """Second-order Adams-Bashforth: Euler's one network call per step, with each step after
+    the first extrapolating the velocity from this step's and the last one's,
+    ``x + h (v_i + h / (2 h_prev) (v_i - v_{i-1}))`` for step sizes ``h = t_{i+1} - t_i`` and
+    ``h_prev = t_i - t_{i-1}`` (the velocity form of DPM-Solver++(2M)). Draws no noise; has no
+    CFG++ variant."""
+    if cfg_pp is not None:
+        raise ValueError("the ab2 sampler has no CFG++ variant (cfg_pp must be None); use euler")
+    previous = None
+    for i in range(len(ts) - 1):
+        v = denoiser(x, ts[i]).guided
+        h = ts[i + 1] - ts[i]
+        slope = v if previous is None else v + (h / (2 * (ts[i] - ts[i - 1]))) * (v - previous)
+        x = x + h * slope
+        previous = v
+    return x
+
+
 SAMPLERS: dict[str, Callable[..., np.ndarray]] = {"euler": sample_euler,
-                                                   "pingpong": sample_pingpong}
+                                                   "pingpong": sample_pingpong,
+                                                   "ab2": sample_ab2}

@@ -88,8 +88,9 @@ def test_updates(cfg_pp, i):
     assert got.dtype == np.float32 and _err(got, want) <= TOL
 
 
-@pytest.mark.parametrize("name", ["euler", "pingpong"])
-@pytest.mark.parametrize("cfg_pp", [None, "lmdm-code"])
+@pytest.mark.parametrize(("name", "cfg_pp"), [("euler", None), ("euler", "lmdm-code"),
+                                               ("pingpong", None), ("pingpong", "lmdm-code"),
+                                               ("ab2", None)])
 def test_whole_samplers_with_replayed_noise(name, cfg_pp):
     """A fixed linear 'denoiser' with guidance; the numpy draws are replayed into torch."""
     rng = np.random.default_rng(5)
@@ -124,3 +125,10 @@ def test_bad_cfg_pp_is_named():
     with pytest.raises(ValueError, match="cfg_pp"):
         ns.sample_euler(lambda x, t: ns.Velocity(x, x), np.zeros((1, 1, 1), np.float32),
                         ns.logsnr_schedule(2, dtype=np.float32), cfg_pp="nope")
+
+
+def test_ab2_refuses_cfg_pp_on_both_sides():
+    for module, zeros in ((ns, np.zeros((1, 1, 1), np.float32)), (ts, torch.zeros(1, 1, 1))):
+        with pytest.raises(ValueError, match="no CFG\\+\\+ variant"):
+            module.sample_ab2(lambda x, t, m=module: m.Velocity(x, x), zeros,
+                              module.logsnr_schedule(2), cfg_pp="textbook")

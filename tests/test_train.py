@@ -393,11 +393,13 @@ def test_an_lmdm_release_exports_to_a_bundle_that_verifies(pipeline, tmp_path, d
     int8 tolerance."""
     out = tmp_path / "bundle"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # with phase iterations also the embedded default's noise schedule, which verify follows
+    # with phase iterations also another noise schedule and the embedded default's sampler,
+    # which verify follows
     extra = [] if phase_iterations is None else ["--phase-iterations", str(phase_iterations),
                                                  "--logsnr-min", "-3", "--logsnr-max", "1"]
+    sampler = "ab2" if phase_iterations else "pingpong"
     for args in (["export", "--checkpoint", str(pipeline / "arc" / "release.pt"), "--out",
-                  str(out), "--sampler", "pingpong", "--steps", "4", "--dtype", dtype, *extra],
+                  str(out), "--sampler", sampler, "--steps", "4", "--dtype", dtype, *extra],
                  ["verify", str(out)]):
         result = subprocess.run([sys.executable, "-m", "lmdm_bridge", *args],
                                 capture_output=True, text=True, cwd=ROOT, env=env)
@@ -409,6 +411,7 @@ def test_an_lmdm_release_exports_to_a_bundle_that_verifies(pipeline, tmp_path, d
     assert manifest["model"]["phase_iterations"] == (phase_iterations or 0)
     schedule = (-3.0, 1.0) if phase_iterations else (-6.0, 2.0)
     assert (manifest["sampler"]["logsnr_min"], manifest["sampler"]["logsnr_max"]) == schedule
+    assert manifest["sampler"]["name"] == sampler
     source = torch.load(out / "source" / "release.pt", weights_only=False)
     assert source["codec"]["config"]["phase_iterations"] == (phase_iterations or 0)
     if phase_iterations:  # the training release has none: verify applies the manifest's

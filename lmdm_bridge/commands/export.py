@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "DiT's matrix products, for CPUs; int8-all: also the text encoder "
                              "and the VAE (the smallest bundle, e.g. the embedded default)")
     parser.add_argument("--steps", type=int, default=8, help="default sampler steps (8)")
-    parser.add_argument("--sampler", choices=("pingpong", "euler"), default="pingpong")
+    parser.add_argument("--sampler", choices=("pingpong", "euler", "ab2"), default="pingpong")
     parser.add_argument("--cfg", type=float, default=1.0, help="default CFG scale (1 = off)")
     parser.add_argument("--logsnr-min", type=float, default=-6.0, metavar="L",
                         help="the sampler's noise schedule starts at this logSNR (default -6, "
