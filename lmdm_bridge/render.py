@@ -100,6 +100,18 @@ def check_audio_path(path: Path) -> str:
     return suffix
 
 
+def limit(audio: np.ndarray, sample_rate: int, ceiling_db: float = -0.3) -> np.ndarray:
+    """``(channels, frames)`` audio through ``serve``'s safety limiter, its look-ahead latency
+    taken back out: the same length and timing, every peak under ``ceiling_db`` dBFS, and audio
+    that never comes near the ceiling unchanged."""
+    from lmdm_bridge.audio.limiter import SafetyLimiter
+
+    limiter = SafetyLimiter(sample_rate, ceiling_db=ceiling_db)
+    tail = np.zeros((audio.shape[0], limiter.latency), np.float32)
+    out = limiter(np.concatenate((audio.astype(np.float32), tail), axis=1))
+    return out[:, limiter.latency:]
+
+
 def write_audio_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     """``audio (channels, samples)`` float32 -> a file whose extension names the format (see
     :data:`AUDIO_FORMATS`), via a temporary file in the same folder renamed into place, so a

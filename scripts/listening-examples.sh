@@ -7,7 +7,7 @@ LMDM=${LMDM:-.venv/bin/lmdm-bridge}
 OUT=${OUT:-docs/examples}
 mkdir -p "$OUT"
 while IFS='|' read -r name prompt; do
-    $LMDM render --prompt "$prompt" --seconds 12 --seed 0 --out "$OUT/$name.mp3"
+    $LMDM render --prompt "$prompt" --seconds 12 --seed 0 --limiter --out "$OUT/$name.mp3"
 done <<'PROMPTS'
 organ|church organ chorale in F major, 86 bpm
 strings|string ensemble chorale in D minor, 72 bpm

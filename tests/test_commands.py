@@ -51,7 +51,8 @@ def test_render_with_events_is_deterministic(bundle, tmp_path):
     for name in ("a.wav", "b.wav"):
         out = tmp_path / name
         result = _run("render", "--bundle", str(bundle), "--prompt", "test", "--seconds", "2",
-                      "--out", str(out), "--seed", "3", "--events", str(events), "--json")
+                      "--out", str(out), "--seed", "3", "--events", str(events), "--json",
+                      "--limiter")
         assert result.returncode == 0, result.stderr
         stats = json.loads(result.stdout)
         assert stats["seconds"] == pytest.approx(2.0, abs=1e-4)
@@ -134,6 +135,19 @@ def test_the_embedded_default_model_renders_music_without_a_bundle_flag(tmp_path
     spectrum = np.abs(np.fft.rfft(settled[:4 * rate] * np.hanning(4 * rate))) ** 2
     top = np.sort(spectrum)[::-1]
     assert top[:200].sum() > 0.5 * spectrum.sum()  # energy in partials, as music has
+
+
+def test_render_limiter_holds_peaks_and_keeps_quiet_audio_in_place():
+    from lmdm_bridge.render import limit
+
+    rate = 22050
+    t = np.arange(rate) / rate
+    quiet = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)[None]
+    loud = np.concatenate([quiet, 3 * quiet], axis=1)  # the second half would clip
+    out = limit(loud, rate)
+    assert out.shape == loud.shape and np.abs(out).max() <= 10 ** (-0.3 / 20) + 1e-6
+    # latency compensated: the quiet half comes out sample for sample, not delayed
+    np.testing.assert_allclose(out[:, :rate // 2], loud[:, :rate // 2], atol=1e-6)
 
 
 def test_render_without_a_bundle_says_what_to_do(tmp_path):

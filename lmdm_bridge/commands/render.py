@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=Path, metavar="FILE.json",
                         help="timed prompt and parameter changes (see docs/render.md)")
     parser.add_argument("--providers", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--limiter", action="store_true",
+                        help="end with serve's safety limiter (peaks held under -0.3 dBFS, "
+                             "latency compensated) instead of clipping what exceeds full scale")
     parser.add_argument("--json", action="store_true",
                         help="print the statistics as one JSON object")
 
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from lmdm_bridge.default_model import default_bundle
     from lmdm_bridge.events import EventsError, load_events
     from lmdm_bridge.manifest import BundleError
-    from lmdm_bridge.render import Progress, check_audio_path, render, write_audio_atomic
+    from lmdm_bridge.render import Progress, check_audio_path, limit, render, write_audio_atomic
 
     try:
         check_audio_path(args.out)
@@ -53,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
                               steps=args.steps, cfg=args.cfg, method=args.method,
                               events=events, on_block=on_block)
         progress.close()
+        if args.limiter:
+            audio = limit(audio, bundle.geometry.sample_rate)
         write_audio_atomic(args.out, audio, bundle.geometry.sample_rate)
     except (BundleError, EventsError, ValueError, OSError) as exc:
         raise CommandError(str(exc)) from exc
