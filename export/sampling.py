@@ -152,8 +152,9 @@ def sample_ab2(denoiser: Denoiser, x: Tensor, ts: Tensor, *,
                cfg_pp: str | None = None) -> Tensor:
     """Second-order Adams-Bashforth: one denoiser call per step like Euler; after the first,
     each step extrapolates the velocity linearly from this step's and the last one's
-    (``x + h (v_i + h / (2 h_prev) (v_i - v_{i-1}))``, the velocity form of DPM-Solver++(2M)).
-    ``generator`` is accepted for a uniform signature; there is no CFG++ variant."""
+    (``x + h (v_i + h / (2 h_prev) (v_i - v_{i-1}))``, a linear multistep method as
+    DPM-Solver++(2M) is for diffusion). ``generator`` is accepted for a uniform signature;
+    there is no CFG++ variant."""
     if cfg_pp is not None:
         raise ValueError("the ab2 sampler has no CFG++ variant (cfg_pp must be None); use euler")
     previous = None

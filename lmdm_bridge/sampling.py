@@ -139,8 +139,8 @@ def sample_ab2(denoiser: Denoiser, x: np.ndarray, ts: np.ndarray, *,
     """Second-order Adams-Bashforth: Euler's one network call per step, with each step after
     the first extrapolating the velocity from this step's and the last one's,
     ``x + h (v_i + h / (2 h_prev) (v_i - v_{i-1}))`` for step sizes ``h = t_{i+1} - t_i`` and
-    ``h_prev = t_i - t_{i-1}`` (the velocity form of DPM-Solver++(2M)). Draws no noise; has no
-    CFG++ variant."""
+    ``h_prev = t_i - t_{i-1}`` (a linear multistep method, as DPM-Solver++(2M) is for
+    diffusion). Draws no noise; has no CFG++ variant."""
     if cfg_pp is not None:
         raise ValueError("the ab2 sampler has no CFG++ variant (cfg_pp must be None); use euler")
     previous = None
