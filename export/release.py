@@ -9,7 +9,6 @@ rebuilds the :class:`~lmdm_export.model.lmdm.ModelConfig`. Training checkpoints
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from lmdm_export.model.lmdm import LMDM, ModelConfig
 from lmdm_export.model.stft_codec import StftCodec, StftCodecConfig
 from lmdm_export.presets import DefaultGeometry, default_model_config
+from lmdm_export.train.loop import fingerprint
 
 RELEASE_KIND = "lmdm-default"
 STAGES = ("base", "lmdm", "arc")
@@ -104,13 +104,10 @@ def set_phase_iterations(model: LMDM, iterations: int) -> LMDM:
 
 
 def decoder_digest(model: LMDM) -> str:
-    """SHA-256 of the codec decoder's weights: the manifest records it, so ``verify`` can tell
-    whether the torch model it rebuilt decodes with the bundle's decoder."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.autoencoder.decoder.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    """SHA-256 of the codec decoder's weights (:func:`~lmdm_export.train.loop.fingerprint`):
+    the manifest records it, so ``verify`` can tell whether the torch model it rebuilt decodes
+    with the bundle's decoder."""
+    return fingerprint(model.autoencoder.decoder)
 
 
 def replace_decoder(model: LMDM, codec_path: str | Path) -> LMDM:
@@ -126,9 +123,7 @@ def replace_decoder(model: LMDM, codec_path: str | Path) -> LMDM:
         raise ValueError("--codec replaces an STFT codec's decoder; this model's autoencoder "
                          "is not one (leave the option out)")
     payload = read_codec_release(codec_path)
-    mine = asdict(dataclasses.replace(codec.config, phase_iterations=0))
-    theirs = {**payload["config"], "phase_iterations": 0}
-    differ = sorted(k for k in mine if mine[k] != theirs.get(k))
+    differ = codec.config.geometry_differences(StftCodecConfig(**payload["config"]))
     if differ:
         raise ValueError(f"codec {codec_path} has another geometry than the model's codec "
                          f"({', '.join(differ)} differ): its decoder cannot read this model's "

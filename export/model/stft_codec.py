@@ -51,7 +51,7 @@ Shapes: audio (B, audio_channels, N), latents (B, latent_dim, N / downsampling_r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -107,6 +107,12 @@ class StftCodecConfig:
         if self.phase_iterations and self.phase != "peak-locked":
             raise ValueError("StftCodecConfig.phase_iterations refines the peak-locked phase: "
                              f"it needs phase = 'peak-locked', not {self.phase!r}")
+
+    def geometry_differences(self, other: StftCodecConfig) -> list[str]:
+        """Names of the fields in which ``other`` differs, the decode-time
+        ``phase_iterations`` aside: an empty list means one's weights fit the other."""
+        mine, theirs = asdict(self), asdict(other)
+        return sorted(k for k in mine if k != "phase_iterations" and mine[k] != theirs[k])
 
     @property
     def downsampling_ratio(self) -> int:

@@ -25,7 +25,6 @@ spectrogram.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -311,13 +310,12 @@ def initial_codec(cfg: CodecTrainConfig) -> StftCodec:
     """The released codec ``cfg.init`` to fine-tune; its config must be ``cfg.codec`` (up to
     the decode-time ``phase_iterations``), or the weights would not fit."""
     codec = load_codec(cfg.init)
-    mine = asdict(dataclasses.replace(cfg.codec, phase_iterations=0))
-    theirs = asdict(dataclasses.replace(codec.config, phase_iterations=0))
-    differ = sorted(k for k in mine if mine[k] != theirs[k])
+    differ = cfg.codec.geometry_differences(codec.config)
     if differ:
         raise ValueError(f"init codec {cfg.init} has another geometry than the config's "
                          "[codec] table: " + ", ".join(
-                             f"{k} = {theirs[k]!r} there, {mine[k]!r} here" for k in differ))
+                             f"{k} = {getattr(codec.config, k)!r} there, "
+                             f"{getattr(cfg.codec, k)!r} here" for k in differ))
     return codec
 
 

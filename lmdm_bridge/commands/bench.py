@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lmdm_bridge.sampling import SAMPLERS
+
 NAME = "bench"
 HELP = "benchmark the streaming methods per block (torch, onnxruntime, stable-audio-tools)"
 
@@ -21,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--blocks", type=int, default=4,
                         help="blocks per method; the first is reported as time to first block")
-    parser.add_argument("--sampler", choices=("euler", "pingpong", "ab2"), default="euler")
+    parser.add_argument("--sampler", choices=tuple(SAMPLERS), default="euler")
     parser.add_argument("--cfg", type=float, default=1.0,
                         help="CFG scale (1 = off; the SAT peer runs only without CFG)")
     parser.add_argument("--threads", type=int, default=2)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lmdm_bridge.sampling import SAMPLERS
+
 NAME = "export"
 HELP = "export a model to an ONNX bundle with cache inputs and outputs"
 
@@ -29,14 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "DiT's matrix products, for CPUs; int8-all: also the text encoder "
                              "and the VAE (the smallest bundle, e.g. the embedded default)")
     parser.add_argument("--steps", type=int, default=8, help="default sampler steps (8)")
-    parser.add_argument("--sampler", choices=("pingpong", "euler", "ab2"), default="pingpong")
+    parser.add_argument("--sampler", choices=tuple(SAMPLERS), default="pingpong")
     parser.add_argument("--cfg", type=float, default=1.0, help="default CFG scale (1 = off)")
     parser.add_argument("--logsnr-min", type=float, default=-6.0, metavar="L",
                         help="the sampler's noise schedule starts at this logSNR (default -6, "
-                             "Stable Audio Open's; the embedded default uses -3)")
+                             "Stable Audio Open's, which the embedded default uses)")
     parser.add_argument("--logsnr-max", type=float, default=2.0, metavar="L",
                         help="... and ends at this logSNR before its last step to t = 0 "
-                             "(default 2; the embedded default uses 1)")
+                             "(default 2)")
     parser.add_argument("--phase-iterations", type=int, metavar="N",
                         help="STFT codecs with peak-locked phase: refine the phase with N "
                              "iterations of fast Griffin-Lim at decode (default: the release's, "
