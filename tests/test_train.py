@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -162,6 +163,42 @@ def test_linear_path_fits_the_principal_components():
         rebuilt, phase = codec.decoder(z)
     assert phase is None
     assert (rebuilt - logmag).abs().max() < 1e-3 * logmag.abs().max()
+
+
+LINEAR_CODEC = dataclasses.replace(TINY_CODEC, residual_branches=False)
+
+
+def test_a_linear_codec_is_the_fitted_linear_path_alone():
+    """``residual_branches = false`` (the default model's codec since session 8): no
+    convolution, only the principal components, so it encodes and decodes exactly what a codec
+    with the branches does before they train; each latent frame decodes to its own STFT frames,
+    so its reach is the overlap-add and the phase iterations alone."""
+    full, linear = StftCodec(TINY_CODEC).eval(), StftCodec(LINEAR_CODEC).eval()
+    assert sorted(name for name, _ in linear.named_parameters()) == [
+        "decoder.linear.bias", "decoder.linear.weight", "encoder.linear.bias",
+        "encoder.linear.weight"]
+    g = torch.Generator().manual_seed(3)
+    r = LINEAR_CODEC.downsampling_ratio
+    audio = 0.1 * torch.randn(4, 1, 24 * r, generator=g)
+    audio += 0.3 * torch.sin(torch.arange(24 * r) * 0.37)
+    for codec in (full, linear):
+        codec.fit_linear_path(codec.log_magnitude(audio))
+    with torch.no_grad():
+        z = linear.encode(audio, sample=False)
+        torch.testing.assert_close(z, full.encode(audio, sample=False))
+        torch.testing.assert_close(linear.decode(z), full.decode(z), rtol=1e-4, atol=1e-5)
+        bumped = z.clone()
+        bumped[..., 10] += 1.0
+        moved = (linear.decoder(bumped)[0] - linear.decoder(z)[0]).abs().amax(dim=(0, 1))
+    f = LINEAR_CODEC.frames_per_latent
+    assert torch.nonzero(moved).flatten().tolist() == list(range(10 * f, 11 * f))
+    for iterations in (0, 1, 3):  # half a window of overlap-add, a window per iteration
+        cfg = dataclasses.replace(LINEAR_CODEC, phase_iterations=iterations)
+        assert cfg.receptive_frames == math.ceil(cfg.n_fft * (0.5 + iterations) / r)
+    with pytest.raises(ValueError, match="needs linear_path = true and phase = 'peak-locked'"):
+        dataclasses.replace(LINEAR_CODEC, linear_path=False)
+    with pytest.raises(ValueError, match="needs linear_path = true and phase = 'peak-locked'"):
+        dataclasses.replace(LINEAR_CODEC, phase="learned")
 
 
 def test_tone_frequency_and_the_pitch_report_on_known_signals():
@@ -426,6 +463,33 @@ def test_an_lmdm_release_exports_to_a_bundle_that_verifies(pipeline, tmp_path, d
         assert _int8_scale_sizes(out / "bc_cached.onnx") == {1}
 
 
+def test_a_release_on_a_linear_codec_exports_streams_and_verifies(pipeline, tmp_path):
+    """The default model's kind of codec through export and verify: the tiny LMDM's release
+    with its codec swapped for a linear one of the same latent width (export and verify do not
+    ask which codec made the training latents), decoded with two phase iterations."""
+    payload = torch.load(pipeline / "lmdm" / "release.pt", weights_only=False)
+    codec = StftCodec(LINEAR_CODEC)
+    r = LINEAR_CODEC.downsampling_ratio
+    audio = 0.2 * torch.sin(torch.arange(32 * r) * 0.21)[None, None] + 0.05 * torch.randn(
+        2, 1, 32 * r, generator=torch.Generator().manual_seed(4))
+    codec.fit_linear_path(codec.log_magnitude(audio))
+    payload["codec"] = {"config": dataclasses.asdict(LINEAR_CODEC),
+                        "state_dict": codec.state_dict()}
+    torch.save(payload, tmp_path / "release.pt")
+    out = tmp_path / "bundle"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for args in (["export", "--checkpoint", str(tmp_path / "release.pt"), "--out", str(out),
+                  "--sampler", "ab2", "--steps", "4", "--phase-iterations", "2"],
+                 ["verify", str(out)]):
+        result = subprocess.run([sys.executable, "-m", "lmdm_bridge", *args],
+                                capture_output=True, text=True, cwd=ROOT, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["geometry"]["decoder_receptive_frames"] == dataclasses.replace(
+        LINEAR_CODEC, phase_iterations=2).receptive_frames == 5  # 2.5 windows of 2 frames
+    _streamed_decode_equals_the_whole_decode(out)
+
+
 def _int8_scale_sizes(graph: Path) -> set[int]:
     """Sizes of the weight scales dynamic quantization added (1: one scale per matrix)."""
     import onnx
@@ -459,7 +523,13 @@ def _streamed_decode_equals_the_whole_decode(bundle_dir: Path) -> None:
     error = streamed[:, settled] - whole[:, settled.start - delay:settled.stop - delay]
     rms = np.sqrt(np.mean(whole ** 2))
     assert np.sqrt(np.mean(error ** 2)) < 1e-4 * rms
-    decoder._carry_phase = lambda *args: None  # every decode starts again from phase 0
+
+    def restart(phases, start_frame, end_frame):  # the next decode starts again from phase 0
+        decoder._phase[:] = 0.0
+        window = min(end_frame - start_frame, decoder.left + decoder.hold)
+        decoder._phase_at = (end_frame - window) * decoder._spectral
+
+    decoder._carry_phase = restart
     decoder.reset()
     restarted = np.concatenate([decoder.push(latents[0, :, k * c:(k + 1) * c])
                                 for k in range(blocks)], axis=-1)

@@ -35,7 +35,13 @@ the ``2 ** downsamples`` log-magnitude frames of each latent frame onto ``latent
 directions and its transpose, initialised from the principal components of training audio
 (:meth:`StftCodec.fit_linear_path`); the convolutional branches start at zero and learn the
 residual. Measured on the default corpus, 32 principal components alone keep the tonal
-structure of polyphonic clips (tonal energy 0.99 with peak-locked phase).
+structure of polyphonic clips (tonal energy 0.99 with peak-locked phase). With
+``residual_branches = false`` there are no convolutional branches: the linear path is the whole
+codec, nothing runs at decode but one transposed convolution per latent frame, the phase and the
+inverse STFT, and the decoder's reach is the overlap-add and the phase iterations alone. The
+default model's codec is such a codec with 128 components: a classifier trained on real audio
+tells it from real audio less well than the trained 32-component codec with branches, whose
+log-magnitude regression smoothed what it reconstructed (docs/default-model.md, session 8).
 
 Both transforms are convolutions with fixed DFT bases (``stft_basis``), so they export to plain
 ONNX (Conv / ConvTranspose) and stream: the STFT pads ``(n_fft - hop) / 2`` zeros per side and
@@ -84,6 +90,8 @@ class StftCodecConfig:
     kernel: int = 7
     phase: str = "learned"  # or "peak-locked" (see the module docstring)
     linear_path: bool = False
+    # False: no convolutional branches, the linear path is the whole codec (needs linear_path)
+    residual_branches: bool = True
     phase_iterations: int = 0  # fast Griffin-Lim at decode, peak-locked only (module docstring)
 
     def __post_init__(self) -> None:
@@ -104,6 +112,10 @@ class StftCodecConfig:
                 or self.phase_iterations < 0):
             raise ValueError("StftCodecConfig.phase_iterations must be an int >= 0, got "
                              f"{self.phase_iterations!r}")
+        if not self.residual_branches and not (self.linear_path and self.phase == "peak-locked"):
+            raise ValueError("StftCodecConfig.residual_branches = false leaves the linear path "
+                             "as the whole codec: it needs linear_path = true and phase = "
+                             "'peak-locked'")
         if self.phase_iterations and self.phase != "peak-locked":
             raise ValueError("StftCodecConfig.phase_iterations refines the peak-locked phase: "
                              f"it needs phase = 'peak-locked', not {self.phase!r}")
@@ -128,6 +140,8 @@ class StftCodecConfig:
         half = self.kernel // 2
         latent = half * (1 + self.decoder_latent_blocks) + self.downsamples
         frames = half * self.decoder_frame_blocks / 2 ** self.downsamples
+        if not self.residual_branches:  # the linear path maps each latent frame to its own
+            latent = frames = 0
         overlap = self.n_fft * (0.5 + self.phase_iterations) / self.downsampling_ratio
         return math.ceil(latent + frames + overlap)
 
@@ -215,28 +229,35 @@ class ConvNeXtBlock(nn.Module):
 
 
 class StftEncoder(nn.Module):
-    """Log-magnitude STFT (B, bins, N / hop) -> (B, 2 * latent_dim, N / ratio): mean and scale."""
+    """Log-magnitude STFT (B, bins, N / hop) -> (B, 2 * latent_dim, N / ratio): mean and scale.
+    Without residual branches the scale is 0 (the codec is deterministic)."""
 
     def __init__(self, cfg: StftCodecConfig) -> None:
         super().__init__()
         w = cfg.encoder_width
-        self.embed = nn.Conv1d(cfg.bins * cfg.audio_channels, w, cfg.kernel,
-                               padding=cfg.kernel // 2)
-        self.stages = nn.ModuleList(
-            nn.Sequential(*(ConvNeXtBlock(w, cfg.kernel) for _ in range(cfg.encoder_blocks)))
-            for _ in range(cfg.downsamples + 1))
-        self.downs = nn.ModuleList(nn.Conv1d(w, w, 4, stride=2, padding=1)
-                                   for _ in range(cfg.downsamples))
-        self.norm = nn.LayerNorm(w)
-        self.out = nn.Conv1d(w, 2 * cfg.latent_dim, 1)
+        self.residual = cfg.residual_branches
+        if self.residual:
+            self.embed = nn.Conv1d(cfg.bins * cfg.audio_channels, w, cfg.kernel,
+                                   padding=cfg.kernel // 2)
+            self.stages = nn.ModuleList(
+                nn.Sequential(*(ConvNeXtBlock(w, cfg.kernel) for _ in range(cfg.encoder_blocks)))
+                for _ in range(cfg.downsamples + 1))
+            self.downs = nn.ModuleList(nn.Conv1d(w, w, 4, stride=2, padding=1)
+                                       for _ in range(cfg.downsamples))
+            self.norm = nn.LayerNorm(w)
+            self.out = nn.Conv1d(w, 2 * cfg.latent_dim, 1)
         self.linear = None
         if cfg.linear_path:
             f = cfg.frames_per_latent
             self.linear = nn.Conv1d(cfg.bins * cfg.audio_channels, cfg.latent_dim, f, stride=f)
-            nn.init.zeros_(self.out.weight)  # the residual branch starts silent
-            nn.init.zeros_(self.out.bias)
+            if self.residual:
+                nn.init.zeros_(self.out.weight)  # the residual branch starts silent
+                nn.init.zeros_(self.out.bias)
 
     def forward(self, logmag: Tensor) -> Tensor:
+        if not self.residual:
+            mean = self.linear(logmag)
+            return torch.cat((mean, torch.zeros_like(mean)), dim=1)
         h = self.embed(logmag)
         for i, stage in enumerate(self.stages):
             h = stage(h)
@@ -256,25 +277,30 @@ class StftDecoder(nn.Module):
     def __init__(self, cfg: StftCodecConfig) -> None:
         super().__init__()
         w = cfg.decoder_width
-        self.embed = nn.Conv1d(cfg.latent_dim, w, cfg.kernel, padding=cfg.kernel // 2)
-        self.latent_blocks = nn.Sequential(
-            *(ConvNeXtBlock(w, cfg.kernel) for _ in range(cfg.decoder_latent_blocks)))
-        self.ups = nn.ModuleList(nn.ConvTranspose1d(w, w, 4, stride=2, padding=1)
-                                 for _ in range(cfg.downsamples))
-        self.frame_blocks = nn.Sequential(
-            *(ConvNeXtBlock(w, cfg.kernel) for _ in range(cfg.decoder_frame_blocks)))
-        self.norm = nn.LayerNorm(w)
+        self.residual = cfg.residual_branches
         self.predicts_phase = cfg.phase == "learned"
         outputs = cfg.bins * cfg.audio_channels
-        self.head = nn.Linear(w, 2 * outputs if self.predicts_phase else outputs)
+        if self.residual:
+            self.embed = nn.Conv1d(cfg.latent_dim, w, cfg.kernel, padding=cfg.kernel // 2)
+            self.latent_blocks = nn.Sequential(
+                *(ConvNeXtBlock(w, cfg.kernel) for _ in range(cfg.decoder_latent_blocks)))
+            self.ups = nn.ModuleList(nn.ConvTranspose1d(w, w, 4, stride=2, padding=1)
+                                     for _ in range(cfg.downsamples))
+            self.frame_blocks = nn.Sequential(
+                *(ConvNeXtBlock(w, cfg.kernel) for _ in range(cfg.decoder_frame_blocks)))
+            self.norm = nn.LayerNorm(w)
+            self.head = nn.Linear(w, 2 * outputs if self.predicts_phase else outputs)
         self.linear = None
         if cfg.linear_path:
             f = cfg.frames_per_latent
             self.linear = nn.ConvTranspose1d(cfg.latent_dim, outputs, f, stride=f)
-            nn.init.zeros_(self.head.weight)  # the residual branch starts silent
-            nn.init.zeros_(self.head.bias)
+            if self.residual:
+                nn.init.zeros_(self.head.weight)  # the residual branch starts silent
+                nn.init.zeros_(self.head.bias)
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
+        if not self.residual:  # peak-locked (a learned phase needs the branches' head)
+            return self.linear(z), None
         h = self.latent_blocks(self.embed(z))
         for up in self.ups:
             h = up(h)
