@@ -335,6 +335,26 @@ def test_codec_normalises_latents_to_unit_scale(pipeline):
     assert codec.latent_std.min() > 0
 
 
+def test_a_linear_codec_is_fitted_without_gradient_steps(pipeline, tmp_path):
+    """The default codec's recipe (``steps = 0``): the principal components are fitted, the
+    latent statistics folded, the release and report written; no training checkpoint."""
+    cfg = CodecTrainConfig(corpus=str(pipeline / "corpus"), out=str(tmp_path / "codec"),
+                           codec=LINEAR_CODEC, steps=0, loss_resolutions=(64, 128),
+                           kl_weight=0.0, sample_latents=False, val_clips=2, val_frames=16,
+                           stats_clips=4, linear_fit_clips=6)
+    train_codec(cfg)
+    codec = load_codec(tmp_path / "codec" / "release.pt")
+    assert codec.config == LINEAR_CODEC and codec.latent_std.min() > 0
+    assert json.loads((tmp_path / "codec" / "report.json").read_text())["codec"]["mr_stft"] > 0
+    assert not (tmp_path / "codec" / "checkpoint.pt").exists()
+    encode_corpus(tmp_path / "codec" / "release.pt", pipeline / "corpus", tmp_path / "latents",
+                  min_frames=32)
+    from lmdm_export.train.latent_data import load_latents
+
+    latents = load_latents(tmp_path / "latents", "train").latents.astype(np.float32)
+    assert latents.shape[-1] == LINEAR_CODEC.latent_dim and np.isfinite(latents).all()
+
+
 def test_latent_shards_are_read_once(pipeline, monkeypatch):
     """Every access to an npz member decompresses it anew; reading the latents per item held a
     copy of the shard per item (24 GB on the default corpus)."""
