@@ -335,16 +335,20 @@ def test_codec_normalises_latents_to_unit_scale(pipeline):
     assert codec.latent_std.min() > 0
 
 
-def test_a_linear_codec_is_fitted_without_gradient_steps(pipeline, tmp_path):
-    """The default codec's recipe (``steps = 0``): the principal components are fitted, the
-    latent statistics folded, the release and report written; no training checkpoint."""
+@pytest.mark.parametrize("latent_scale", ["channel", "global"])
+def test_a_linear_codec_is_fitted_without_gradient_steps(pipeline, tmp_path, latent_scale):
+    """configs/train/codec-linear.toml's recipe (``steps = 0``): the principal components are
+    fitted, the latent statistics folded, the release and report written; no training
+    checkpoint. ``global`` scales all channels alike, so the components keep their order of
+    variance."""
     cfg = CodecTrainConfig(corpus=str(pipeline / "corpus"), out=str(tmp_path / "codec"),
                            codec=LINEAR_CODEC, steps=0, loss_resolutions=(64, 128),
                            kl_weight=0.0, sample_latents=False, val_clips=2, val_frames=16,
-                           stats_clips=4, linear_fit_clips=6)
+                           stats_clips=4, linear_fit_clips=6, latent_scale=latent_scale)
     train_codec(cfg)
     codec = load_codec(tmp_path / "codec" / "release.pt")
     assert codec.config == LINEAR_CODEC and codec.latent_std.min() > 0
+    assert (len(set(codec.latent_std.tolist())) == 1) == (latent_scale == "global")
     assert json.loads((tmp_path / "codec" / "report.json").read_text())["codec"]["mr_stft"] > 0
     assert not (tmp_path / "codec" / "checkpoint.pt").exists()
     encode_corpus(tmp_path / "codec" / "release.pt", pipeline / "corpus", tmp_path / "latents",
@@ -353,6 +357,11 @@ def test_a_linear_codec_is_fitted_without_gradient_steps(pipeline, tmp_path):
 
     latents = load_latents(tmp_path / "latents", "train").latents.astype(np.float32)
     assert latents.shape[-1] == LINEAR_CODEC.latent_dim and np.isfinite(latents).all()
+    std = latents.std(0)
+    if latent_scale == "global":  # the first principal component varies most
+        assert std[0] == std.max() and std[0] > 1.5 * std[-1]
+    with pytest.raises(ValueError, match="latent_scale must be one of"):
+        dataclasses.replace(cfg, latent_scale="per-bin")
 
 
 def test_latent_shards_are_read_once(pipeline, monkeypatch):

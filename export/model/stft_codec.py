@@ -38,10 +38,11 @@ residual. Measured on the default corpus, 32 principal components alone keep the
 structure of polyphonic clips (tonal energy 0.99 with peak-locked phase). With
 ``residual_branches = false`` there are no convolutional branches: the linear path is the whole
 codec, nothing runs at decode but one transposed convolution per latent frame, the phase and the
-inverse STFT, and the decoder's reach is the overlap-add and the phase iterations alone. The
-default model's codec is such a codec with 128 components: a classifier trained on real audio
-tells it from real audio less well than the trained 32-component codec with branches, whose
-log-magnitude regression smoothed what it reconstructed (docs/default-model.md, session 8).
+inverse STFT, and the decoder's reach is the overlap-add and the phase iterations alone. With
+128 components (``configs/train/codec-linear.toml``) a classifier trained on real audio tells
+its output from real audio far less well than that of the default model's trained 32-component
+codec with branches; the default DiT recipe samples its latents worse (docs/default-model.md,
+session 8).
 
 Both transforms are convolutions with fixed DFT bases (``stft_basis``), so they export to plain
 ONNX (Conv / ConvTranspose) and stream: the STFT pads ``(n_fft - hop) / 2`` zeros per side and

@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 RELEASE_KIND = "stft-codec"
 
 
+LATENT_SCALES = ("channel", "global")
+
+
 @dataclass(frozen=True)
 class CodecTrainConfig:
     corpus: str = "data/corpus"
@@ -75,6 +78,11 @@ class CodecTrainConfig:
     val_clips: int = 24
     val_frames: int = 64
     stats_clips: int = 256
+    # How latents are normalised for the diffusion stages: "channel", each channel to unit
+    # variance (every channel weighs alike in the diffusion loss); "global", one scale for all
+    # channels, so a linear codec's principal components keep their variance spectrum and
+    # diffusion resolves the coarse ones at higher noise levels than the fine detail.
+    latent_scale: str = "channel"
     linear_fit_clips: int = 512  # train clips of val_frames for the linear path's components
     checkpoint_minutes: float = 5.0
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW's, for the codec and the discriminator
@@ -105,6 +113,9 @@ class CodecTrainConfig:
         if self.latent_noise and not self.init:
             raise ValueError("CodecTrainConfig.latent_noise is in units of a trained codec's "
                              "latent statistics: set `init` to its release")
+        if self.latent_scale not in LATENT_SCALES:
+            raise ValueError(f"CodecTrainConfig.latent_scale must be one of {LATENT_SCALES}, "
+                             f"got {self.latent_scale!r}")
         if self.adversarial_weight < 0 or self.feature_weight < 0 or self.latent_noise < 0:
             raise ValueError("CodecTrainConfig.adversarial_weight, feature_weight and "
                              "latent_noise must be >= 0")
@@ -371,6 +382,8 @@ def finalize(cfg: CodecTrainConfig, codec: StftCodec, ckpt: loop.Checkpointer, v
     clips = fixed_clips(train_items, cfg.stats_clips, cfg.val_frames * cfg.codec.downsampling_ratio,
                         seed=cfg.seed + 99)
     mean, std = latent_stats(codec, clips)
+    if cfg.latent_scale == "global":  # unit variance over all channels together
+        std = std.pow(2).mean().sqrt().expand_as(std).clone()
     if not cfg.freeze_encoder:  # a frozen encoder keeps the statistics its latents were made with
         codec.set_latent_stats(mean, std)
     path = ckpt.release("release.pt", {"kind": RELEASE_KIND, "config": asdict(cfg.codec),
