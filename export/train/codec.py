@@ -382,10 +382,11 @@ def finalize(cfg: CodecTrainConfig, codec: StftCodec, ckpt: loop.Checkpointer, v
     clips = fixed_clips(train_items, cfg.stats_clips, cfg.val_frames * cfg.codec.downsampling_ratio,
                         seed=cfg.seed + 99)
     mean, std = latent_stats(codec, clips)
+    scale = std  # the report keeps each channel's own spread
     if cfg.latent_scale == "global":  # unit variance over all channels together
-        std = std.pow(2).mean().sqrt().expand_as(std).clone()
+        scale = std.pow(2).mean().sqrt().expand_as(std).clone()
     if not cfg.freeze_encoder:  # a frozen encoder keeps the statistics its latents were made with
-        codec.set_latent_stats(mean, std)
+        codec.set_latent_stats(mean, scale)
     path = ckpt.release("release.pt", {"kind": RELEASE_KIND, "config": asdict(cfg.codec),
                                        "state_dict": codec.state_dict()})
     if d.main:
