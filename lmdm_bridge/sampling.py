@@ -149,7 +149,9 @@ def sample_ab2(denoiser: Denoiser, x: np.ndarray, ts: np.ndarray, *,
         h = ts[i + 1] - ts[i]
         slope = v if previous is None else v + (h / (2 * (ts[i] - ts[i - 1]))) * (v - previous)
         x = x + h * slope
-        previous = v
+        # A copy: the denoiser's velocity may view a buffer its next call overwrites (the
+        # engine's, when unguided), which turned this into Euler.
+        previous = v.copy()
     return x
 
 

@@ -82,7 +82,8 @@ CASES = [(method, sampler, scale, None)
          for sampler in ("pingpong", "euler") for scale in (1.0, 3.0)]
 CASES += [("block-causal", "pingpong", 3.0, "lmdm-code"), ("enc-dec", "euler", 3.0, "textbook"),
           ("outpaint", "euler", 3.0, "lmdm-code")]
-CASES += [(method, "ab2", 3.0, None) for method in ("block-causal", "enc-dec", "outpaint")]
+CASES += [(method, "ab2", scale, None) for method in ("block-causal", "enc-dec", "outpaint")
+          for scale in (1.0, 3.0)]
 
 
 @pytest.mark.parametrize("method,sampler,scale,cfg_pp", CASES)
