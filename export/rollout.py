@@ -13,7 +13,10 @@ Offline generation, export verification and (later) ARC-Forcing's self-rollout a
 
 Sessions hold the stream state (cache, pending chunk, context) and apply classifier-free
 guidance by running the conditional and unconditional branches as one doubled batch (the cache
-then holds ``2B`` items). Nothing here switches grad mode: ARC-Forcing needs gradients through a
+then holds ``2B`` items). Outside the guidance interval a step takes the conditional velocity
+alone: the cache-building first step still runs doubled, every other such step runs the
+conditional half of the conditioning and of the cache at batch ``B`` (the runtime engine's
+plan, step for step). Nothing here switches grad mode: ARC-Forcing needs gradients through a
 step; callers that only infer wrap the loop in ``torch.inference_mode()``.
 """
 
@@ -42,10 +45,17 @@ class Guidance:
 
     scale: float = 1.0
     rescale_phi: float = 0.0
+    interval: tuple[float, float] = (0.0, 1.0)  # the noise levels t whose steps are guided
 
     @property
     def active(self) -> bool:
         return self.scale != 1.0
+
+    def skips(self, t: Tensor) -> bool:
+        """Whether active guidance leaves out the step at noise level ``t`` (``(B,)``, equal
+        entries): outside ``interval``, both ends included."""
+        lo, hi = self.interval
+        return self.active and not lo <= float(t.reshape(-1)[0]) <= hi
 
 
 def make_conditioning(model: DiffusionTransformer, cross_attn_cond: Tensor, global_cond: Tensor,
@@ -88,12 +98,24 @@ class _Session:
     def _double(self, x: Tensor) -> Tensor:
         return torch.cat((x, x)) if self.guidance.active else x
 
-    def _guide(self, v: Tensor) -> Velocity:
+    def _guide(self, v: Tensor, t: Tensor) -> Velocity:
         if not self.guidance.active:
             return Velocity(v, v)
         v_cond, v_uncond = v.chunk(2)
+        if self.guidance.skips(t):  # a cache-building step outside the interval
+            return Velocity(v_cond, v_cond)
         return Velocity(cfg_combine(v_cond, v_uncond, self.guidance.scale,
                                     rescale_phi=self.guidance.rescale_phi), v_uncond)
+
+    def _cond_half(self) -> Conditioning:
+        """The conditional half of a doubled conditioning: batch ``B``."""
+        b = self.batch
+        return Conditioning(KV(self.cond.cross.k[:, :b], self.cond.cross.v[:, :b]),
+                            self.cond.global_embed[:b])
+
+    def _cache_half(self, cache: KV) -> KV:
+        """The conditional half of a doubled cache ``(L, 2B, H, s, Dh)``."""
+        return KV(cache.k[:, :self.batch], cache.v[:, :self.batch])
 
     def _add(self, clean: Tensor | None, like: Tensor) -> Tensor | None:
         return kv.build_input_add(self.config.dit, clean=clean, batch=like.shape[0],
@@ -107,9 +129,14 @@ class BlockCausalSession(_Session):
         stream, first = self.config.stream, [True]
 
         def denoise(x: Tensor, t: Tensor) -> Velocity:
+            state = self.state
+            if not first[0] and self.guidance.skips(t):
+                v = kv.cached_step(self.model, stream, self._cond_half(),
+                                   cache=self._cache_half(state.cache), target=x,
+                                   target_add=self._add(None, x), t=t)
+                return Velocity(v, v)
             x, t = self._double(x), self._double(t)
             target_add = self._add(None, x)
-            state = self.state
             if state.cache is None:
                 context = self._double(state.context)
                 v, state.cache = kv.bootstrap_step(
@@ -129,7 +156,7 @@ class BlockCausalSession(_Session):
                 v = kv.cached_step(self.model, stream, self.cond, cache=state.cache, target=x,
                                    target_add=target_add, t=t)
             first[0] = False
-            return self._guide(v)
+            return self._guide(v, t)
 
         return denoise
 
@@ -145,14 +172,19 @@ class EncDecSession(_Session):
         prefilled: dict[str, KV] = {}
 
         def denoise(x: Tensor, t: Tensor) -> Velocity:
-            x, t = self._double(x), self._double(t)
             if "cache" not in prefilled:
                 context = self._double(self.state.context)
                 prefilled["cache"] = kv.prefill(self.model, self.cond, context=context,
                                             context_add=self._add(context, context))
+            if self.guidance.skips(t):
+                v = kv.decoder_step(self.model, self._cond_half(),
+                                    cache=self._cache_half(prefilled["cache"]), target=x,
+                                    target_add=self._add(None, x), t=t)
+                return Velocity(v, v)
+            x, t = self._double(x), self._double(t)
             v = kv.decoder_step(self.model, self.cond, cache=prefilled["cache"], target=x,
                                 target_add=self._add(None, x), t=t)
-            return self._guide(v)
+            return self._guide(v, t)
 
         return denoise
 
@@ -178,14 +210,17 @@ class OutpaintSession(_Session):
             eps = draw_noise(context.shape, x, self.generator)
             tc = t[:, None, None].to(x.dtype)
             noisy_context = (1 - tc) * context + tc * eps
-            window = self._double(torch.cat((noisy_context, x), dim=-1))
-            add = self._double(torch.cat(
-                (self._add(context, context), self._add(None, x)), dim=-1))
-            tt = self._double(t)
+            window = torch.cat((noisy_context, x), dim=-1)
+            add = torch.cat((self._add(context, context), self._add(None, x)), dim=-1)
             positions = torch.arange(1, window.shape[-1] + 1, device=x.device)
-            v, _ = self.model.step(window, tt, self.cond, positions=positions,
-                                   global_position=0, input_add=add)
-            return self._guide(v[..., s:])
+            if self.guidance.skips(t):
+                v, _ = self.model.step(window, t, self._cond_half(), positions=positions,
+                                       global_position=0, input_add=add)
+                return Velocity(v[..., s:], v[..., s:])
+            v, _ = self.model.step(self._double(window), self._double(t), self.cond,
+                                   positions=positions, global_position=0,
+                                   input_add=self._double(add))
+            return self._guide(v[..., s:], t)
 
         return denoise
 

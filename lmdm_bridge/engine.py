@@ -21,7 +21,11 @@ The per-block plan:
    block-causal, becomes ``pending``.
 
 Classifier-free guidance runs batch 2 ``[cond; uncond]`` with ``x`` and ``input_add``
-duplicated and combines ``v = v_u + scale (v_c - v_u)``; the caches then hold batch 2.
+duplicated and combines ``v = v_u + scale (v_c - v_u)``; the caches then hold batch 2. With a
+guidance interval ``[t_lo, t_hi]`` narrower than ``[0, 1]``, a step whose noise level lies
+outside it takes the conditional velocity alone: the cache-building first step still runs at
+batch 2 (later steps may need the unconditional half of the cache), every other such step runs
+at batch 1 on the conditional half of the conditioning and of the cache, copied once per block.
 
 Everything sized by the window or the cache is preallocated (:mod:`lmdm_bridge.state`); the
 graphs write their outputs into those buffers. What the hot path still allocates are the
@@ -39,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from lmdm_bridge.bundle import Buffer, Bundle, CallStats
+from lmdm_bridge.manifest import check_cfg_interval
 from lmdm_bridge.sampling import (
     CFGPP_VARIANTS,
     SAMPLERS,
@@ -47,7 +52,7 @@ from lmdm_bridge.sampling import (
     cfg_combine,
     logsnr_schedule,
 )
-from lmdm_bridge.state import FeedBuffers, StreamState
+from lmdm_bridge.state import FeedBuffers, StreamState, batch_axis, batch_half
 from lmdm_bridge.text import Prompt, PromptConditioner, WeightedPrompt, dominant, normalize_prompt
 
 # The graphs each streaming method calls.
@@ -61,7 +66,8 @@ class Engine:
 
     Settings default to the manifest's: ``method`` (its ``pattern``; or ``"block-causal"``,
     ``"enc-dec"``, ``"outpaint"``), ``steps``, ``sampler`` (``"pingpong"``, ``"euler"``, ``"ab2"``),
-    ``cfg_scale`` (1: no guidance), ``cfg_pp`` (``"textbook"``, ``"lmdm-code"``, or ``"off"``).
+    ``cfg_scale`` (1: no guidance), ``cfg_pp`` (``"textbook"``, ``"lmdm-code"``, or ``"off"``),
+    ``cfg_interval`` (``(t_lo, t_hi)``: the noise levels whose steps are guided).
     ``seed`` seeds the noise; ``noise(shape) -> float32 array`` replaces the generator (e.g. to
     record or replay draws). ``context (C, s)``: clean latents to start from (zeros: "no
     context", as training presents it). ``numbers``: number conditioner values. ``providers``
@@ -71,7 +77,8 @@ class Engine:
     def __init__(self, bundle: Bundle | str | Path, *, method: str | None = None,
                  steps: int | None = None, sampler: str | None = None,
                  cfg_scale: float | None = None, cfg_pp: str | None = None,
-                 rescale_phi: float = 0.0, seed: int = 0, noise: NoiseSource | None = None,
+                 cfg_interval: tuple[float, float] | None = None, rescale_phi: float = 0.0,
+                 seed: int = 0, noise: NoiseSource | None = None,
                  context: np.ndarray | None = None, numbers: dict[str, float] | None = None,
                  prompt_cache: int = 64, providers: str = "auto",
                  threads: int | None = None) -> None:
@@ -100,6 +107,8 @@ class Engine:
             raise ValueError("the ab2 sampler has no CFG++ variant: use cfg_pp 'off' or the "
                              "euler sampler")
         self.rescale_phi = rescale_phi
+        self.cfg_interval = check_cfg_interval(m.sampler.cfg_interval if cfg_interval is None
+                                               else cfg_interval)
         self.guidance = self.cfg_scale != 1.0
         self.batch = 2 if self.guidance else 1
         self.seed = seed
@@ -115,10 +124,13 @@ class Engine:
                                  f"{shape[1:]} (pad with zeros on the left for less)")
             self._context[:] = context.reshape(shape)
         self._feeds = FeedBuffers(self.bundle, self.method, self.batch)
+        self._unguided: UnguidedBuffers | None = None  # batch-1 steps outside cfg_interval
+        self._allocate_unguided()
         self.state = self._fresh_state()
         self._prompt: WeightedPrompt | None = None
         self._dominant: str | None = None
         self._cond: dict[str, Buffer] = {}
+        self._cond_half: dict[str, Buffer] = {}
         self.last_block_seconds = 0.0
 
     # -- prompt --------------------------------------------------------------------------------
@@ -136,6 +148,11 @@ class Engine:
         cond = self.conditioner.condition(weighted, guidance=self.guidance)
         self._cond = {name: self.bundle.to_device(value)
                       for name, value in cond._asdict().items()}
+        # The conditional half, for the steps outside the guidance interval.
+        self._cond_half = ({name: self.bundle.to_device(value)
+                            for name, value in batch_half(self.bundle, "conditioning",
+                                                          cond._asdict()).items()}
+                           if self.guidance else {})
         self._prompt, self._dominant = weighted, dominant(weighted)
 
     # -- settings (take effect at the next block) ------------------------------------------------
@@ -159,11 +176,19 @@ class Engine:
         self.guidance = self.cfg_scale != 1.0
         self.batch = 2 if self.guidance else 1
         self._feeds = FeedBuffers(self.bundle, self.method, self.batch)
+        self._allocate_unguided()
         fresh = self._fresh_state()
         self.state.cache_k, self.state.cache_v = fresh.cache_k, fresh.cache_v
         self.state.cache_prompt = None
         if self._prompt is not None:
             self.set_prompt(self._prompt)
+
+    def set_cfg_interval(self, t_lo: float, t_hi: float) -> None:
+        """Guide only the steps whose noise level ``t`` lies in ``[t_lo, t_hi]``; the others
+        run the conditional branch alone at batch 1 (from the next block; the stream and the
+        caches stay)."""
+        self.cfg_interval = check_cfg_interval((t_lo, t_hi))
+        self._allocate_unguided()
 
     def reseed(self, seed: int) -> None:
         """Draw the following noise from a generator seeded with ``seed`` (also what
@@ -263,11 +288,23 @@ class Engine:
             raise ValueError(f"the noise source returned {out.shape} for {tuple(shape)}")
         return out
 
-    def _guide(self, v: np.ndarray) -> Velocity:
+    def _allocate_unguided(self) -> None:
+        """The batch-1 buffers, once guidance is on with an interval narrower than [0, 1]."""
+        if self.guidance and self.cfg_interval != (0.0, 1.0) and self._unguided is None:
+            self._unguided = UnguidedBuffers(self.bundle, self.method)
+
+    def _unguided_at(self, t: np.floating) -> bool:
+        """Whether a guided stream skips guidance at noise level ``t`` (outside the interval)."""
+        lo, hi = self.cfg_interval
+        return self.guidance and not lo <= t <= hi
+
+    def _guide(self, v: np.ndarray, t: np.floating) -> Velocity:
         """``v (B, C, c)`` -> guided and unconditional velocity ``(1, C, c)``. The arrays may
         view the velocity buffer: the samplers use them before the next graph call."""
         if not self.guidance:
             return Velocity(v, v)
+        if self._unguided_at(t):  # a cache-building step outside the interval
+            return Velocity(v[:1], v[:1])
         return Velocity(cfg_combine(v[:1], v[1:], self.cfg_scale, rescale_phi=self.rescale_phi),
                         v[1:])
 
@@ -278,6 +315,18 @@ class Engine:
             feeds.update(cache_k=self.state.cache_k, cache_v=self.state.cache_v)
         return feeds
 
+    def _unguided_step(self, role: str, x: np.ndarray, t: np.floating) -> Velocity:
+        """A cached step at batch 1 on the conditional half (``UnguidedBuffers.halve`` must
+        have run in this block)."""
+        u = self._unguided
+        f = u.feeds
+        f.t.fill(t)
+        f.step_x[:] = x
+        feeds = {"x": f.step_x, "input_add": f.step_add, "t": f.t, **self._cond_half,
+                 "cache_k": u.cache_k, "cache_v": u.cache_v}
+        self.bundle.run_into(role, feeds, {"velocity": f.velocity})
+        return Velocity(f.velocity, f.velocity)
+
     def _denoiser(self) -> Callable[[np.ndarray, np.floating], Velocity]:
         return {"block-causal": self._block_causal, "enc-dec": self._enc_dec,
                 "outpaint": self._outpaint}[self.method]()
@@ -285,9 +334,14 @@ class Engine:
     def _block_causal(self):
         st, f = self.state, self._feeds
         s, c = self.geometry.context_frames, self.geometry.block_frames
-        first = [True]
+        first, halved = [True], [False]
 
         def denoise(x: np.ndarray, t: np.floating) -> Velocity:
+            if not first[0] and self._unguided_at(t):
+                if not halved[0]:
+                    self._unguided.halve(self.bundle, st.cache_k, st.cache_v)
+                    halved[0] = True
+                return self._unguided_step("bc_cached", x, t)
             f.t.fill(t)
             if first[0] and st.cache_prompt != self._dominant:
                 # Bootstrap: the window [history | target]; the history's K/V become the cache
@@ -311,7 +365,7 @@ class Engine:
                 self.bundle.run_into("bc_cached", self._dit_feeds(f.step_x, f.step_add, True),
                                      {"velocity": f.velocity})
             first[0] = False
-            return self._guide(f.velocity)
+            return self._guide(f.velocity, t)
 
         return denoise
 
@@ -333,29 +387,40 @@ class Engine:
                  "cross_v": self._cond["cross_v"]}
         self.bundle.run_into("ed_prefill", feeds,
                              {"new_cache_k": st.cache_k, "new_cache_v": st.cache_v})
+        halved = [False]
 
         def denoise(x: np.ndarray, t: np.floating) -> Velocity:
+            if self._unguided_at(t):
+                if not halved[0]:
+                    self._unguided.halve(self.bundle, st.cache_k, st.cache_v)
+                    halved[0] = True
+                return self._unguided_step("ed_decoder", x, t)
             f.t.fill(t)
             f.step_x[:] = x
             self.bundle.run_into("ed_decoder", self._dit_feeds(f.step_x, f.step_add, True),
                                  {"velocity": f.velocity})
-            return self._guide(f.velocity)
+            return self._guide(f.velocity, t)
 
         return denoise
 
     def _outpaint(self):
-        st, f, s = self.state, self._feeds, self.geometry.context_frames
-        f.window_add[:, f.features, :s] = st.history
+        st, s = self.state, self.geometry.context_frames
+        guided, unguided = self._feeds, self._unguided and self._unguided.feeds
+        for f in filter(None, (guided, unguided)):
+            f.window_add[:, f.features, :s] = st.history
 
         def denoise(x: np.ndarray, t: np.floating) -> Velocity:
             # RePaint: the context re-noised to the target's level with fresh noise.
             eps = self._draw(st.history.shape)
+            skip = self._unguided_at(t)
+            f = unguided if skip else guided
             f.t.fill(t)
             f.window_x[:, :, :s] = (1 - t) * st.history + t * eps
             f.window_x[:, :, s:] = x
-            self.bundle.run_into("outpaint", self._dit_feeds(f.window_x, f.window_add, False),
-                                 {"velocity": f.velocity})
-            return self._guide(f.velocity[..., s:])
+            feeds = {"x": f.window_x, "input_add": f.window_add, "t": f.t,
+                     **(self._cond_half if skip else self._cond)}
+            self.bundle.run_into("outpaint", feeds, {"velocity": f.velocity})
+            return self._guide(f.velocity[..., s:], t)
 
         return denoise
 
@@ -372,3 +437,31 @@ class Engine:
             st.pending[:] = block
             st.has_pending = True
         st.block += 1
+
+
+class UnguidedBuffers:
+    """Batch-1 feeds for the steps outside the guidance interval, and the conditional half of
+    the context's keys/values they read (``cache_k``/``cache_v``, ``(L, 1, H, s, Dh)``; none
+    for outpainting), refreshed by :meth:`halve` once per block after the cache is built."""
+
+    def __init__(self, bundle: Bundle, method: str) -> None:
+        self.feeds = FeedBuffers(bundle, method, 1)
+        self.cache_k = self.cache_v = None
+        if method == "block-causal":  # batch-1 cache outputs no graph call writes: reused
+            self.cache_k, self.cache_v = self.feeds.new_cache_k, self.feeds.new_cache_v
+        elif method == "enc-dec":
+            g = bundle.manifest.geometry
+            shape = (g.layers, 1, g.heads, g.context_frames, g.head_dim)
+            self.cache_k, self.cache_v = bundle.buffer(shape), bundle.buffer(shape)
+        if method != "outpaint":
+            role = "bc_cached" if method == "block-causal" else "ed_decoder"
+            axis = batch_axis(bundle.manifest.graph(role), "cache_k")
+            self._first = (slice(None),) * axis + (slice(0, 1),)
+
+    def halve(self, bundle: Bundle, cache_k: Buffer, cache_v: Buffer) -> None:
+        """Copy the conditional half of a batch-2 cache into ``cache_k``/``cache_v``."""
+        for src, dst in ((cache_k, self.cache_k), (cache_v, self.cache_v)):
+            if isinstance(src, np.ndarray):
+                np.copyto(dst, src[self._first])
+            else:  # device buffers: through the host (a few MB per block)
+                bundle.copy_from_host(dst, bundle.to_host(src)[self._first])

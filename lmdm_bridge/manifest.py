@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "lmdm-bundle"
-FORMAT_VERSION = 1
+# Version 2 added sampler.cfg_interval; version-1 manifests read with its default.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 
 # Roles of the graphs a bundle may hold (docs/bundle-format.md says when each is called).
@@ -126,12 +127,32 @@ class Control:
 
 @dataclass(frozen=True)
 class SamplerDefaults:
+    """``cfg_interval``: the noise levels ``[t_lo, t_hi]`` whose steps are guided (both ends
+    included); the others run the conditional branch alone at batch 1. ``(0, 1)``: every
+    step."""
+
     name: str = "pingpong"
     steps: int = 8
     cfg_scale: float = 1.0
     cfg_pp: str | None = None
     logsnr_min: float = -6.0
     logsnr_max: float = 2.0
+    cfg_interval: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cfg_interval", check_cfg_interval(self.cfg_interval))
+
+
+def check_cfg_interval(interval) -> tuple[float, float]:
+    """``(t_lo, t_hi)`` with ``0 <= t_lo <= t_hi <= 1``, as floats; anything else is refused."""
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"cfg_interval must be two noise levels [t_lo, t_hi], got {interval!r}"
+                         ) from None
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f"cfg_interval [{lo:g}, {hi:g}] must satisfy 0 <= t_lo <= t_hi <= 1")
+    return lo, hi
 
 
 @dataclass(frozen=True)

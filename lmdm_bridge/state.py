@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmdm_bridge.bundle import Buffer, Bundle
+from lmdm_bridge.manifest import GraphSpec
 
 
 @dataclass
@@ -75,3 +76,20 @@ class FeedBuffers:
         add = np.zeros((b, self.add_channels, context + target), np.float32)
         add[:, self.mask, :context] = 1.0
         return x, add
+
+
+def batch_axis(spec: GraphSpec, name: str) -> int:
+    """The position of the dynamic ``batch`` dim in a graph input or output, e.g. 1 in the
+    caches' ``(L, batch, H, s, Dh)``."""
+    for tensor in spec.inputs + spec.outputs:
+        if tensor.name == name:
+            return list(tensor.shape).index("batch")
+    raise KeyError(f"graph {spec.role} has no tensor {name!r}")
+
+
+def batch_half(bundle: Bundle, role: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The first item (the conditional branch of a guided batch) of each of ``role``'s tensors,
+    as contiguous arrays with a batch of 1."""
+    spec = bundle.manifest.graph(role)
+    return {name: np.take(value, [0], axis=batch_axis(spec, name))
+            for name, value in arrays.items()}

@@ -146,6 +146,41 @@ def test_newer_format_version_is_refused(bundle, tmp_path):
         read_manifest(copy)
 
 
+def test_sampler_cfg_interval_in_the_manifest(bundle, tmp_path, capsys):
+    """Version 1 manifests (no interval) guide every step; an interval out of order or out of
+    [0, 1] is a malformed manifest, and `export --cfg-interval` refuses it before writing."""
+    from lmdm_bridge.cli import main as cli_main
+
+    assert read_manifest(bundle).sampler.cfg_interval == (0.0, 1.0)
+    copy = _copy(bundle, tmp_path)
+    raw = json.loads((copy / MANIFEST).read_text())
+    assert raw["format_version"] == FORMAT_VERSION == 2
+    raw["format_version"] = 1
+    del raw["sampler"]["cfg_interval"]
+    (copy / MANIFEST).write_text(json.dumps(raw))
+    assert read_manifest(copy).sampler.cfg_interval == (0.0, 1.0)
+    for bad in ([0.9, 0.1], [0.0, 1.5], [0.5]):
+        raw["sampler"]["cfg_interval"] = bad
+        (copy / MANIFEST).write_text(json.dumps(raw))
+        with pytest.raises(BundleError, match="malformed.*cfg_interval"):
+            read_manifest(copy)
+    raw["sampler"]["cfg_interval"] = [0.45, 1.0]
+    (copy / MANIFEST).write_text(json.dumps(raw))
+    assert read_manifest(copy).sampler.cfg_interval == (0.45, 1.0)
+
+    code = cli_main(["export", "--random-init", "--preset", "tiny", "--out",
+                     str(tmp_path / "b"), "--cfg", "3", "--cfg-interval", "0.9", "0.2"])
+    assert code != 0
+    assert "cfg_interval [0.9, 0.2] must satisfy 0 <= t_lo <= t_hi <= 1" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+    code = cli_main(["export", "--random-init", "--preset", "tiny", "--out",
+                     str(tmp_path / "b"), "--cfg", "3", "--cfg-interval", "0.45", "1"])
+    assert code == 0
+    sampler = read_manifest(tmp_path / "b").sampler
+    assert (sampler.cfg_scale, sampler.cfg_interval) == (3.0, (0.45, 1.0))
+
+
 def test_not_a_bundle(tmp_path):
     with pytest.raises(BundleError, match="does not exist"):
         read_manifest(tmp_path / "nope")

@@ -154,6 +154,28 @@ def test_device_buffers_give_the_same_stream(bundle):
     assert np.array_equal(got, want)
     engine.restore(snapshot)
     assert np.array_equal(_blocks(engine, 2), want[2:])
+    # Steps outside a guidance interval read the cache's conditional half through the host.
+    interval = (0.3, 0.99)
+    want = _blocks(_engine(bundle, seed=4, cfg_scale=3.0, cfg_interval=interval), 3)
+    assert np.array_equal(_blocks(_engine(device, seed=4, cfg_scale=3.0, cfg_interval=interval),
+                                  3), want)
+
+
+@pytest.mark.parametrize("method", ["block-causal", "enc-dec", "outpaint"])
+def test_an_empty_guidance_interval_is_the_unguided_stream(bundle, method):
+    """No step of the schedule has t = 0, so the interval [0, 0] guides none: every step takes
+    the conditional branch alone (batch 1 but for the cache-building first), and the blocks are
+    those of CFG 1 up to the rounding of batch 2 against batch 1. A partial interval differs
+    from both ends."""
+    unguided = _blocks(_engine(bundle, method=method, seed=2), 3)
+    empty = _blocks(_engine(bundle, method=method, seed=2, cfg_scale=3.0,
+                            cfg_interval=(0.0, 0.0)), 3)
+    np.testing.assert_allclose(empty, unguided, rtol=0, atol=1e-5)
+    guided = _blocks(_engine(bundle, method=method, seed=2, cfg_scale=3.0), 3)
+    part = _blocks(_engine(bundle, method=method, seed=2, cfg_scale=3.0,
+                           cfg_interval=(0.3, 0.99)), 3)
+    assert np.abs(guided - unguided).max() > 0.1
+    assert np.abs(part - guided).max() > 1e-3 and np.abs(part - unguided).max() > 1e-3
 
 
 def test_live_settings_take_effect_at_the_next_block(bundle):
@@ -179,6 +201,15 @@ def test_live_settings_take_effect_at_the_next_block(bundle):
         twin.reseed(seed)
     a, b, c = (twin.next_block() for twin in twins)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+    # A guidance interval set mid-stream applies from the next block, keeping the cache.
+    engine, twin = (_engine(bundle, seed=3, cfg_scale=3.0) for _ in range(2))
+    _blocks(engine, 2), _blocks(twin, 2)
+    engine.set_cfg_interval(0.3, 0.99)
+    before = _calls(bundle)
+    changed = engine.next_block()
+    assert _delta(before, _calls(bundle)) == {"bc_fused": 1, "bc_cached": 7}
+    assert np.abs(changed - twin.next_block()).max() > 1e-3
 
 
 def test_blends_are_normalised_weighted_sums(bundle):
@@ -213,6 +244,10 @@ def test_settings_are_checked(bundle):
         Engine(bundle, sampler="heun")
     with pytest.raises(ValueError, match="cfg_pp"):
         Engine(bundle, cfg_pp="sometimes")
+    with pytest.raises(ValueError, match="t_lo <= t_hi"):
+        Engine(bundle, cfg_interval=(0.8, 0.2))
+    with pytest.raises(ValueError, match="two noise levels"):
+        Engine(bundle, cfg_interval=(0.5,))
     with pytest.raises(ValueError, match="context"):
         Engine(bundle, context=np.zeros((3, 3), np.float32))
     with pytest.raises(ValueError, match="number conditioner"):

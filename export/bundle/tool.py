@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from lmdm_bridge.manifest import SamplerDefaults
+from lmdm_bridge.manifest import SamplerDefaults, check_cfg_interval
 from lmdm_export.bundle.writer import ExportRequest, export_bundle
 from lmdm_export.checkpoint import load_checkpoint
 from lmdm_export.model.lmdm import LMDM
@@ -67,6 +67,7 @@ def export_from_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--logsnr-min {args.logsnr_min:g} must be below --logsnr-max "
                          f"{args.logsnr_max:g}: the schedule runs from noise (low logSNR) to "
                          "signal")
+    check_cfg_interval(args.cfg_interval)  # before the (slow) model load
     model, source = model_from_args(args)
     if args.codec is not None:
         replace_decoder(model, args.codec)
@@ -78,7 +79,8 @@ def export_from_args(args: argparse.Namespace) -> None:
         dtype=args.dtype, source=source, preset=args.preset,
         include_source_weights=not args.no_source_weights,
         sampler=SamplerDefaults(name=args.sampler, steps=args.steps, cfg_scale=args.cfg,
-                                logsnr_min=args.logsnr_min, logsnr_max=args.logsnr_max))
+                                logsnr_min=args.logsnr_min, logsnr_max=args.logsnr_max,
+                                cfg_interval=tuple(args.cfg_interval)))
     export_bundle(model, args.out, request, force=args.force)
 
 

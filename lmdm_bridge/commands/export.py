@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logsnr-max", type=float, default=2.0, metavar="L",
                         help="... and ends at this logSNR before its last step to t = 0 "
                              "(default 2)")
+    parser.add_argument("--cfg-interval", type=float, nargs=2, default=(0.0, 1.0),
+                        metavar=("T_LO", "T_HI"),
+                        help="guide only the steps whose noise level t lies in [T_LO, T_HI]; "
+                             "the others run the conditional branch alone, at batch 1 where "
+                             "the cache allows (default 0 1: every step)")
     parser.add_argument("--phase-iterations", type=int, metavar="N",
                         help="STFT codecs with peak-locked phase: refine the phase with N "
                              "iterations of fast Griffin-Lim at decode (default: the release's, "
