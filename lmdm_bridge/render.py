@@ -39,6 +39,7 @@ class RenderStats:
     method: str
     steps: int
     cfg: float
+    cfg_interval: tuple[float, float]  # noise levels t whose steps were guided
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -48,7 +49,9 @@ class RenderStats:
                 f"{self.realtime_factor:.2f}, first audio after {self.time_to_first_audio:.3f} s,"
                 f" {self.blocks} blocks of {self.block_seconds:.2f} s: median "
                 f"{self.block_median:.3f} s, p95 {self.block_p95:.3f} s "
-                f"({self.method}, {self.steps} steps, CFG {self.cfg:g})")
+                f"({self.method}, {self.steps} steps, CFG {self.cfg:g}"
+                + ("" if self.cfg_interval == (0.0, 1.0) else
+                   " on t in [{:g}, {:g}]".format(*self.cfg_interval)) + ")")
 
 
 class Progress:
@@ -136,7 +139,7 @@ def write_audio_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
 
 def render(bundle: Bundle, *, prompt: str, seconds: float, seed: int = 0,
            steps: int | None = None, cfg: float | None = None, method: str | None = None,
-           events: list[Event] | None = None,
+           cfg_interval: tuple[float, float] | None = None, events: list[Event] | None = None,
            on_block: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, RenderStats]:
     """Stream ``seconds`` of audio; returns ``(audio (channels, samples), stats)``.
 
@@ -146,7 +149,8 @@ def render(bundle: Bundle, *, prompt: str, seconds: float, seed: int = 0,
     if not seconds > 0:
         raise ValueError(f"--seconds must be > 0, got {seconds}")
     start = time.perf_counter()
-    engine = Engine(bundle, method=method, steps=steps, cfg_scale=cfg, seed=seed)
+    engine = Engine(bundle, method=method, steps=steps, cfg_scale=cfg, cfg_interval=cfg_interval,
+                    seed=seed)
     decoder = StreamingDecoder(bundle)
     g = bundle.geometry
     block_samples = g.block_frames * g.downsampling_ratio
@@ -186,5 +190,6 @@ def render(bundle: Bundle, *, prompt: str, seconds: float, seed: int = 0,
         realtime_factor=(total / g.sample_rate) / wall, time_to_first_audio=first_audio,
         block_median=float(np.median(block_times)),
         block_p95=float(np.percentile(block_times, 95)), block_seconds=g.block_seconds,
-        method=engine.method, steps=engine.steps, cfg=engine.cfg_scale)
+        method=engine.method, steps=engine.steps, cfg=engine.cfg_scale,
+        cfg_interval=engine.cfg_interval)
     return audio, stats

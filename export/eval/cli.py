@@ -93,6 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         out=str(args.out or "runs/eval"), clips=args.clips, prompts=args.prompts,
         labels=_split(args.labels), stream_minutes=args.stream_minutes,
         segment_seconds=args.segment_seconds, seed=args.seed, steps=args.steps, cfg=args.cfg,
+        cfg_interval=None if args.cfg_interval is None else tuple(args.cfg_interval),
         method=args.method, providers=args.providers, threads=args.threads,
         **({} if stream_labels is None else {"stream_labels": stream_labels}))
     report = evaluate(cfg)

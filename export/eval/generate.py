@@ -28,10 +28,12 @@ class BundleSource:
 
     def __init__(self, name: str, path: str, target_rate: int, *, providers: str = "cpu",
                  threads: int | None = None, steps: int | None = None,
-                 cfg: float | None = None, method: str | None = None) -> None:
+                 cfg: float | None = None, method: str | None = None,
+                 cfg_interval: tuple[float, float] | None = None) -> None:
         self.name, self.path, self.target_rate = name, str(path), target_rate
         self.bundle = Bundle(path, providers=providers, threads=threads)
-        self.settings = {"steps": steps, "cfg": cfg, "method": method}
+        self.settings = {"steps": steps, "cfg": cfg, "method": method,
+                         "cfg_interval": cfg_interval}
         self.audio_seconds = 0.0
         self.wall_seconds = 0.0
         self.block_medians: list[float] = []
@@ -46,7 +48,8 @@ class BundleSource:
         self.audio_seconds += stats.seconds
         self.wall_seconds += stats.wall_seconds
         self.block_medians.append(stats.block_median)
-        self.sampler = {"method": stats.method, "steps": stats.steps, "cfg": stats.cfg}
+        self.sampler = {"method": stats.method, "steps": stats.steps, "cfg": stats.cfg,
+                        "cfg_interval": list(stats.cfg_interval)}
         return to_mono_rate(audio, self.bundle.geometry.sample_rate, self.target_rate)
 
     def resynthesise(self, clips: np.ndarray) -> np.ndarray:

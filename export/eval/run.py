@@ -62,6 +62,7 @@ class EvalConfig:
     seed: int = 0
     steps: int | None = None
     cfg: float | None = None
+    cfg_interval: tuple[float, float] | None = None
     method: str | None = None
     providers: str = "cpu"
     threads: int | None = None
@@ -273,7 +274,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         log.info("bundle %s (%s)", name, path)
         source = BundleSource(name, path, spec.sample_rate, providers=cfg.providers,
                               threads=cfg.threads, steps=cfg.steps, cfg=cfg.cfg,
-                              method=cfg.method)
+                              method=cfg.method, cfg_interval=cfg.cfg_interval)
         gen = {}
         for i, lab in enumerate(labels):
             clips = _generate_label(source, refs[lab], counts[lab], spec.clip_samples,

@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="drift segment length (default 30)")
     run.add_argument("--steps", type=int, help="sampler steps (default: the bundle's)")
     run.add_argument("--cfg", type=float, help="guidance scale (default: the bundle's)")
+    run.add_argument("--cfg-interval", type=float, nargs=2, metavar=("T_LO", "T_HI"),
+                     help="guide only the steps whose noise level t lies in [T_LO, T_HI] "
+                          "(default: the bundle's)")
     run.add_argument("--method", choices=("block-causal", "enc-dec", "outpaint"),
                      help="streaming method (default: the bundle's)")
     run.add_argument("--providers", choices=("auto", "cpu", "cuda"), default="cpu",

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, help="sampler steps (default: the bundle's)")
     parser.add_argument("--cfg", type=float, help="guidance scale (default: the bundle's)")
+    parser.add_argument("--cfg-interval", type=float, nargs=2, metavar=("T_LO", "T_HI"),
+                        help="guide only the steps whose noise level t lies in [T_LO, T_HI] "
+                             "(default: the bundle's)")
     parser.add_argument("--method", choices=("block-causal", "enc-dec", "outpaint"),
                         help="streaming method (default: the one the model was trained for)")
     parser.add_argument("--events", type=Path, metavar="FILE.json",
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
         audio, stats = render(bundle, prompt=args.prompt, seconds=args.seconds, seed=args.seed,
                               steps=args.steps, cfg=args.cfg, method=args.method,
-                              events=events, on_block=on_block)
+                              cfg_interval=args.cfg_interval, events=events, on_block=on_block)
         progress.close()
         if args.limiter:
             audio = limit(audio, bundle.geometry.sample_rate)
