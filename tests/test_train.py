@@ -335,23 +335,29 @@ def test_codec_normalises_latents_to_unit_scale(pipeline):
     assert codec.latent_std.min() > 0
 
 
-@pytest.mark.parametrize("latent_scale", ["channel", "global"])
+@pytest.mark.parametrize("latent_scale", ["channel", "global", "floor"])
 def test_a_linear_codec_is_fitted_without_gradient_steps(pipeline, tmp_path, latent_scale):
     """configs/train/codec-linear.toml's recipe (``steps = 0``): the principal components are
     fitted, the latent statistics folded, the release and report written; no training
     checkpoint. ``global`` scales all channels alike, so the components keep their order of
-    variance."""
+    variance; ``floor`` scales the channels from ``latent_floor_channel`` on alike, by that
+    channel's spread, and those before it by their own."""
     cfg = CodecTrainConfig(corpus=str(pipeline / "corpus"), out=str(tmp_path / "codec"),
                            codec=LINEAR_CODEC, steps=0, loss_resolutions=(64, 128),
                            kl_weight=0.0, sample_latents=False, val_clips=2, val_frames=16,
-                           stats_clips=4, linear_fit_clips=6, latent_scale=latent_scale)
+                           stats_clips=4, linear_fit_clips=6, latent_scale=latent_scale,
+                           latent_floor_channel=2)
     train_codec(cfg)
     codec = load_codec(tmp_path / "codec" / "release.pt")
     assert codec.config == LINEAR_CODEC and codec.latent_std.min() > 0
-    assert (len(set(codec.latent_std.tolist())) == 1) == (latent_scale == "global")
     report = json.loads((tmp_path / "codec" / "report.json").read_text())
+    raw = report["latent_std_raw"]  # each channel's own spread, whatever the scale
+    assert len(set(raw)) == len(raw) == 4
+    scales = [round(float(s), 3) for s in codec.latent_std]
+    want = {"channel": raw, "global": [round(float(np.sqrt(np.mean(np.square(raw)))), 3)] * 4,
+            "floor": [max(s, raw[2]) for s in raw]}[latent_scale]
+    assert scales == pytest.approx(want, abs=2e-3)
     assert report["codec"]["mr_stft"] > 0
-    assert len(set(report["latent_std_raw"])) > 1  # each channel's own spread, either way
     assert not (tmp_path / "codec" / "checkpoint.pt").exists()
     encode_corpus(tmp_path / "codec" / "release.pt", pipeline / "corpus", tmp_path / "latents",
                   min_frames=32)
@@ -364,6 +370,8 @@ def test_a_linear_codec_is_fitted_without_gradient_steps(pipeline, tmp_path, lat
         assert std[0] == std.max() and std[0] > 1.5 * std[-1]
     with pytest.raises(ValueError, match="latent_scale must be one of"):
         dataclasses.replace(cfg, latent_scale="per-bin")
+    with pytest.raises(ValueError, match="latent_floor_channel must be a channel"):
+        dataclasses.replace(cfg, latent_scale="floor", latent_floor_channel=4)
 
 
 def test_latent_shards_are_read_once(pipeline, monkeypatch):

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 RELEASE_KIND = "stft-codec"
 
 
-LATENT_SCALES = ("channel", "global")
+LATENT_SCALES = ("channel", "global", "floor")
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,12 @@ class CodecTrainConfig:
     # How latents are normalised for the diffusion stages: "channel", each channel to unit
     # variance (every channel weighs alike in the diffusion loss); "global", one scale for all
     # channels, so a linear codec's principal components keep their variance spectrum and
-    # diffusion resolves the coarse ones at higher noise levels than the fine detail.
+    # diffusion resolves the coarse ones at higher noise levels than the fine detail;
+    # "floor", each channel by its own std but no less than channel `latent_floor_channel`'s:
+    # a linear codec's leading components at unit variance as under "channel", the components
+    # from that one on keeping their spectrum below it, as under "global".
     latent_scale: str = "channel"
+    latent_floor_channel: int = 32
     linear_fit_clips: int = 512  # train clips of val_frames for the linear path's components
     checkpoint_minutes: float = 5.0
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW's, for the codec and the discriminator
@@ -116,6 +120,10 @@ class CodecTrainConfig:
         if self.latent_scale not in LATENT_SCALES:
             raise ValueError(f"CodecTrainConfig.latent_scale must be one of {LATENT_SCALES}, "
                              f"got {self.latent_scale!r}")
+        if self.latent_scale == "floor" and not 0 <= self.latent_floor_channel < \
+                self.codec.latent_dim:
+            raise ValueError(f"CodecTrainConfig.latent_floor_channel must be a channel of the "
+                             f"codec's {self.codec.latent_dim}, got {self.latent_floor_channel}")
         if self.adversarial_weight < 0 or self.feature_weight < 0 or self.latent_noise < 0:
             raise ValueError("CodecTrainConfig.adversarial_weight, feature_weight and "
                              "latent_noise must be >= 0")
@@ -385,6 +393,8 @@ def finalize(cfg: CodecTrainConfig, codec: StftCodec, ckpt: loop.Checkpointer, v
     scale = std  # the report keeps each channel's own spread
     if cfg.latent_scale == "global":  # unit variance over all channels together
         scale = std.pow(2).mean().sqrt().expand_as(std).clone()
+    elif cfg.latent_scale == "floor":
+        scale = std.clamp(min=float(std[cfg.latent_floor_channel]))
     if not cfg.freeze_encoder:  # a frozen encoder keeps the statistics its latents were made with
         codec.set_latent_stats(mean, scale)
     path = ckpt.release("release.pt", {"kind": RELEASE_KIND, "config": asdict(cfg.codec),
