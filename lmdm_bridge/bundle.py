@@ -259,6 +259,8 @@ def describe(manifest: Manifest, root: Path) -> str:
         "controls   " + ", ".join(f"{c.name} ({c.channels} ch)" for c in manifest.controls),
         f"sampler    {s.name}, {s.steps} steps, CFG {s.cfg_scale:g}"
         + (f" ({s.cfg_pp} CFG++)" if s.cfg_pp else "")
+        + ("" if s.cfg_interval == (0.0, 1.0)
+           else " on t in [{:g}, {:g}]".format(*s.cfg_interval))
         + f", logSNR {s.logsnr_min:g}..{s.logsnr_max:g}",
         "graphs",
     ]
