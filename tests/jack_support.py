@@ -97,14 +97,21 @@ class Probe:
         self.client.deactivate()
         self.client.close()
 
-    def patch(self, client: str) -> None:
+    def patch(self, client: str, timeout: float = 10.0) -> None:
         """Record ``client``'s outputs and feed its inputs (in port order), instead of whatever
-        was connected to its inputs before (PortAudio connects the system ports itself)."""
-        ports = self.client.get_ports(f"{client}:", is_audio=True)
-        outs = sorted((p.name for p in ports if p.is_output), key=_number)
-        ins = sorted((p.name for p in ports if p.is_input), key=_number)
-        if len(outs) < len(self.rec) or len(ins) < len(self.sig):
-            raise AssertionError(f"{client} has outputs {outs} and inputs {ins}")
+        was connected to its inputs before (PortAudio connects the system ports itself). A
+        client registers its ports one by one, so wait until it has as many as the probe."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ports = self.client.get_ports(f"{client}:", is_audio=True)
+            outs = sorted((p.name for p in ports if p.is_output), key=_number)
+            ins = sorted((p.name for p in ports if p.is_input), key=_number)
+            if len(outs) >= len(self.rec) and len(ins) >= len(self.sig):
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{client} has outputs {outs} and inputs {ins} after "
+                                     f"{timeout} s")
+            time.sleep(0.05)
         for port in ins:
             for source in self.client.get_all_connections(port):
                 self.client.disconnect(source, port)
