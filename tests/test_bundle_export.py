@@ -182,6 +182,9 @@ def test_sampler_cfg_interval_in_the_manifest(bundle, tmp_path, capsys):
     capsys.readouterr()
     assert cli_main(["info", str(tmp_path / "b")]) == 0
     assert "CFG 3 on t in [0.45, 1], logSNR -6..2" in capsys.readouterr().out
+    # verify's stream check runs the torch rollout with the manifest's interval, as the engine
+    assert cli_main(["verify", str(tmp_path / "b")]) == 0
+    assert "14/14 checks within tolerance" in capsys.readouterr().out
 
 
 def test_not_a_bundle(tmp_path):

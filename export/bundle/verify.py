@@ -183,7 +183,7 @@ def check_stream(model: LMDM, bundle: Path, manifest: Manifest, method: str, blo
     ours = np.concatenate(list(ours), axis=-1)[None]
     numbers = {k: v[2] for k, v in manifest.numbers.items()}
     metadata = [{manifest.text.conditioner_id: PROMPT, **numbers}]
-    guidance = Guidance(scale=cfg)
+    guidance = Guidance(scale=cfg, interval=engine.cfg_interval)  # the manifest's interval
     with torch.inference_mode():
         cross, glob = model.conditioning_inputs(metadata)
         cond = make_conditioning(model.dit, cross, glob, guidance)
