@@ -26,7 +26,13 @@ from typing import Union
 import numpy as np
 import onnxruntime as ort
 
-from lmdm_bridge.manifest import BundleError, GraphSpec, Manifest, read_manifest
+from lmdm_bridge.manifest import (
+    BundleError,
+    GraphSpec,
+    Manifest,
+    describe_cfg_interval,
+    read_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +265,7 @@ def describe(manifest: Manifest, root: Path) -> str:
         "controls   " + ", ".join(f"{c.name} ({c.channels} ch)" for c in manifest.controls),
         f"sampler    {s.name}, {s.steps} steps, CFG {s.cfg_scale:g}"
         + (f" ({s.cfg_pp} CFG++)" if s.cfg_pp else "")
-        + ("" if s.cfg_interval == (0.0, 1.0)
-           else " on t in [{:g}, {:g}]".format(*s.cfg_interval))
+        + describe_cfg_interval(s.cfg_interval)
         + f", logSNR {s.logsnr_min:g}..{s.logsnr_max:g}",
         "graphs",
     ]

@@ -339,7 +339,7 @@ class Engine:
         def denoise(x: np.ndarray, t: np.floating) -> Velocity:
             if not first[0] and self._unguided_at(t):
                 if not halved[0]:
-                    self._unguided.halve(self.bundle, st.cache_k, st.cache_v)
+                    self._unguided.halve(st.cache_k, st.cache_v)
                     halved[0] = True
                 return self._unguided_step("bc_cached", x, t)
             f.t.fill(t)
@@ -392,7 +392,7 @@ class Engine:
         def denoise(x: np.ndarray, t: np.floating) -> Velocity:
             if self._unguided_at(t):
                 if not halved[0]:
-                    self._unguided.halve(self.bundle, st.cache_k, st.cache_v)
+                    self._unguided.halve(st.cache_k, st.cache_v)
                     halved[0] = True
                 return self._unguided_step("ed_decoder", x, t)
             f.t.fill(t)
@@ -445,6 +445,7 @@ class UnguidedBuffers:
     for outpainting), refreshed by :meth:`halve` once per block after the cache is built."""
 
     def __init__(self, bundle: Bundle, method: str) -> None:
+        self.bundle = bundle
         self.feeds = FeedBuffers(bundle, method, 1)
         self.cache_k = self.cache_v = None
         if method == "block-causal":  # batch-1 cache outputs no graph call writes: reused
@@ -458,10 +459,10 @@ class UnguidedBuffers:
             axis = batch_axis(bundle.manifest.graph(role), "cache_k")
             self._first = (slice(None),) * axis + (slice(0, 1),)
 
-    def halve(self, bundle: Bundle, cache_k: Buffer, cache_v: Buffer) -> None:
+    def halve(self, cache_k: Buffer, cache_v: Buffer) -> None:
         """Copy the conditional half of a batch-2 cache into ``cache_k``/``cache_v``."""
         for src, dst in ((cache_k, self.cache_k), (cache_v, self.cache_v)):
             if isinstance(src, np.ndarray):
                 np.copyto(dst, src[self._first])
             else:  # device buffers: through the host (a few MB per block)
-                bundle.copy_from_host(dst, bundle.to_host(src)[self._first])
+                self.bundle.copy_from_host(dst, self.bundle.to_host(src)[self._first])

@@ -155,6 +155,11 @@ def check_cfg_interval(interval) -> tuple[float, float]:
     return lo, hi
 
 
+def describe_cfg_interval(interval: tuple[float, float]) -> str:
+    """`` on t in [lo, hi]`` for a guidance interval, nothing for every step."""
+    return "" if interval == (0.0, 1.0) else " on t in [{:g}, {:g}]".format(*interval)
+
+
 @dataclass(frozen=True)
 class TextSpec:
     """How prompts become ``text_encoder`` inputs: a tokenizers-library ``tokenizer.json``,

@@ -23,6 +23,7 @@ from lmdm_bridge.bundle import Bundle
 from lmdm_bridge.decode import StreamingDecoder
 from lmdm_bridge.engine import Engine
 from lmdm_bridge.events import Event, due
+from lmdm_bridge.manifest import describe_cfg_interval
 from lmdm_bridge.pipeline import DecodeStage
 
 
@@ -50,8 +51,7 @@ class RenderStats:
                 f" {self.blocks} blocks of {self.block_seconds:.2f} s: median "
                 f"{self.block_median:.3f} s, p95 {self.block_p95:.3f} s "
                 f"({self.method}, {self.steps} steps, CFG {self.cfg:g}"
-                + ("" if self.cfg_interval == (0.0, 1.0) else
-                   " on t in [{:g}, {:g}]".format(*self.cfg_interval)) + ")")
+                f"{describe_cfg_interval(self.cfg_interval)})")
 
 
 class Progress:
