@@ -413,6 +413,27 @@ def test_label_balance_moves_windows_from_long_labels_to_short_ones():
         item_weights(data, 1.5)
 
 
+def test_timestep_shift_moves_training_to_high_noise_and_composes():
+    """shift 1 leaves both modes as they were; shift 3 moves the logit-normal median from 0.5 to
+    0.75 (3 * 0.5 / (1 + 2 * 0.5)); two shifts compose into one with the product sigma; a
+    non-positive shift is refused."""
+    from lmdm_export.train.diffusion import sample_t, shift_t
+
+    for mode in ("logit-normal", "shifted-uniform"):
+        plain = sample_t(4000, mode, 96, torch.Generator().manual_seed(0))
+        same = sample_t(4000, mode, 96, torch.Generator().manual_seed(0), 1.0)
+        assert torch.equal(plain, same)
+        shifted = sample_t(4000, mode, 96, torch.Generator().manual_seed(0), 3.0)
+        assert torch.allclose(shifted, shift_t(plain, 3.0))
+        assert bool(((shifted > 0) & (shifted < 1)).all())
+    median = sample_t(4000, "logit-normal", 96, torch.Generator().manual_seed(0), 3.0).median()
+    assert float(median) == pytest.approx(0.75, abs=0.02)
+    t = torch.linspace(0, 1, 11)
+    assert torch.allclose(shift_t(shift_t(t, 2.0), 1.5), shift_t(t, 3.0))
+    with pytest.raises(ValueError, match="timestep_shift"):
+        DiffusionTrainConfig(timestep_shift=0.0)
+
+
 def test_resume_continues_exactly_where_the_run_stopped(pipeline, tmp_path):
     """Two steps, stop, resume for two more == four steps in one go (model, EMA, optimiser,
     data order and every RNG come back from the checkpoint)."""
