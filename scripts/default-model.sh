@@ -35,13 +35,15 @@ stage arc configs/train/arc.toml runs/arc
 # ceiling 7.1x -> 4.8x real-vs-real, for 20 ms more per block on the decoder's own thread).
 # The fine-tune samples with ab2 (second-order Adams-Bashforth, one network call per step like
 # Euler) on Stable Audio Open's logSNR -6..2: quick eval of the shipped form, FD 7.5x (Euler)
-# -> 3.7x real-vs-real (docs/default-model.md).
+# -> 3.7x real-vs-real (docs/default-model.md). Its last step (t = 0.27) goes unguided: the
+# guidance interval [0.45, 1] keeps the quality, lowers the level and runs faster at batch 1.
 $LMDM export --checkpoint runs/lmdm/release.pt --out runs/bundles/lmdm --force \
     --no-source-weights --sampler ab2 --steps 16 --cfg 3 --phase-iterations 1
 $LMDM export --checkpoint runs/arc/release.pt --out runs/bundles/arc --force \
     --no-source-weights --sampler pingpong --steps 8 --cfg 1 --phase-iterations 1
 $LMDM export --checkpoint runs/lmdm/release.pt --out lmdm_bridge/default_bundle --force \
-    --no-source-weights --dtype int8-all --sampler ab2 --steps 8 --cfg 3 --phase-iterations 1
+    --no-source-weights --dtype int8-all --sampler ab2 --steps 8 --cfg 3 --cfg-interval 0.45 1 \
+    --phase-iterations 1
 $LMDM verify lmdm_bridge/default_bundle --checkpoint runs/lmdm/release.pt
 
 [ -f runs/classifier/classifier.pt ] || \

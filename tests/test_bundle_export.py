@@ -179,6 +179,8 @@ def test_sampler_cfg_interval_in_the_manifest(bundle, tmp_path, capsys):
     assert code == 0
     sampler = read_manifest(tmp_path / "b").sampler
     assert (sampler.cfg_scale, sampler.cfg_interval) == (3.0, (0.45, 1.0))
+    card = (tmp_path / "b" / "model_card.md").read_text()
+    assert "CFG 3.0 on t in [0.45, 1]" in card
     capsys.readouterr()
     assert cli_main(["info", str(tmp_path / "b")]) == 0
     assert "CFG 3 on t in [0.45, 1], logSNR -6..2" in capsys.readouterr().out

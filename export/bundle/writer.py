@@ -37,6 +37,7 @@ from lmdm_bridge.manifest import (
     SamplerDefaults,
     TensorSpec,
     TextSpec,
+    describe_cfg_interval,
     sha256_file,
 )
 from lmdm_export.bundle.graphs import (
@@ -373,7 +374,7 @@ def _model_card(model: LMDM, request: ExportRequest, manifest: Manifest) -> str:
         f"frames ({g.block_seconds:.2f} s per block)",
         f"* prompt encoder: {manifest.text.encoder}",
         f"* sampler defaults: {manifest.sampler.name}, {manifest.sampler.steps} steps, "
-        f"CFG {manifest.sampler.cfg_scale}",
+        f"CFG {manifest.sampler.cfg_scale}{describe_cfg_interval(manifest.sampler.cfg_interval)}",
         f"* written by lmdm-bridge {__version__}, bundle format {FORMAT_VERSION}", "",
         "Weights trained or initialised as stated by the source; random-init bundles make noise "
         "and exist to test and benchmark the pipeline.", ""])
