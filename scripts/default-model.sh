@@ -6,26 +6,16 @@
 set -eu
 LMDM=${LMDM:-.venv/bin/lmdm-bridge}
 
-stage() {  # stage NAME CONFIG RUN_DIR: train unless released, resuming a checkpoint
-    if [ -f "$3/release.pt" ]; then
-        echo "== $1: $3/release.pt exists, skipped"
-    elif [ -f "$3/checkpoint.pt" ]; then
-        echo "== $1: resuming $3"
-        $LMDM train "$1" --config "$2" --resume
-    else
-        echo "== $1: training into $3"
-        $LMDM train "$1" --config "$2"
-    fi
-}
+. scripts/stages.sh
 
 echo "== data: rendering the corpus into data/corpus (resumes)"
 $LMDM data render --config configs/data/default.toml --out data/corpus
-stage autoencoder configs/train/autoencoder.toml runs/codec
+stage autoencoder configs/train/autoencoder.toml
 echo "== data: encoding latents into data/latents (resumes)"
 $LMDM data encode --codec runs/codec/release.pt --corpus data/corpus --out data/latents
-stage base configs/train/base.toml runs/base
-stage lmdm configs/train/lmdm.toml runs/lmdm
-stage arc configs/train/arc.toml runs/arc
+stage base configs/train/base.toml
+stage lmdm configs/train/lmdm.toml
+stage arc configs/train/arc.toml
 
 # The fine-tuned and the ARC-forced models as fp32 bundles (compared by eval), and the shipped
 # form. On the default corpus the fine-tuned LMDM with guidance beats the ARC-forced model in

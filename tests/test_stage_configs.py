@@ -1,0 +1,79 @@
+"""The committed stage configs (configs/train, configs/experiments) load as typed configs, the
+stages of one recipe chain into each other, and scripts/stages.sh reads the values the shell
+pipelines use exactly as TOML does.
+
+These configs only run in `make default-model` and `scripts/experiment.sh` (hours), so a
+renamed key or a broken path would otherwise surface mid-pipeline.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10 needs the tomli backport
+    import tomli as tomllib
+
+pytest.importorskip("torch")
+
+from lmdm_export.train.cli import load_stage_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# A config's stage is its file name, except the default codec's variants.
+STAGE_OF = {"codec-linear": "autoencoder", "decoder-gan": "autoencoder"}
+RECIPES = [ROOT / "configs" / "train"] + sorted(
+    p for p in (ROOT / "configs" / "experiments").iterdir() if p.is_dir())
+CONFIGS = sorted(p for d in RECIPES for p in d.glob("*.toml"))
+
+
+def _stage(path: Path) -> str:
+    return STAGE_OF.get(path.stem, path.stem)
+
+
+def _raw(path: Path) -> dict:
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_committed_config_loads_as_its_stage(path):
+    _, cfg = load_stage_config(_stage(path), path)
+    assert Path(cfg.out).parts[0] == "runs"
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_stages_of_a_recipe_chain_into_each_other(recipe):
+    base, lmdm = _raw(recipe / "base.toml"), _raw(recipe / "lmdm.toml")
+    assert lmdm["init"] == f"{base['out']}/release.pt"
+    assert (lmdm["latents"], lmdm["codec"]) == (base["latents"], base["codec"])
+    assert lmdm["geometry"] == base["geometry"]
+    codec = recipe / "autoencoder.toml"
+    if codec.exists():
+        assert base["codec"] == f"{_raw(codec)['out']}/release.pt"
+    if recipe.name != "train":  # an experiment never writes over the default pipeline's files
+        default = _raw(ROOT / "configs" / "train" / "base.toml")
+        assert base["out"] != default["out"] and lmdm["out"] != _raw(
+            ROOT / "configs" / "train" / "lmdm.toml")["out"]
+        if codec.exists():
+            assert base["latents"] != default["latents"] and base["codec"] != default["codec"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_shell_reads_string_values_as_toml_does(path):
+    raw = _raw(path)
+    keys = [k for k in ("out", "latents", "codec", "init", "corpus") if isinstance(raw.get(k), str)]
+    script = ". scripts/stages.sh; " + "; ".join(
+        f'printf "%s\\n" "$(config_value {path} {k})"' for k in keys)
+    printed = subprocess.run(["sh", "-c", script], cwd=ROOT, check=True, capture_output=True,
+                             text=True).stdout.splitlines()
+    assert printed == [raw[k] for k in keys]
+
+
+def test_experiment_script_names_a_missing_recipe(tmp_path):
+    done = subprocess.run(["sh", "scripts/experiment.sh", "no-such-recipe"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "configs/experiments/no-such-recipe needs base.toml and lmdm.toml" in done.stderr
