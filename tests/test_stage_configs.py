@@ -72,7 +72,7 @@ def test_the_shell_reads_string_values_as_toml_does(path):
     assert printed == [raw[k] for k in keys]
 
 
-def test_experiment_script_names_a_missing_recipe(tmp_path):
+def test_experiment_script_names_a_missing_recipe():
     done = subprocess.run(["sh", "scripts/experiment.sh", "no-such-recipe"], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 2
