@@ -8,8 +8,7 @@ LMDM=${LMDM:-.venv/bin/lmdm-bridge}
 
 . scripts/stages.sh
 
-echo "== data: rendering the corpus into data/corpus (resumes)"
-$LMDM data render --config configs/data/default.toml --out data/corpus
+render_corpus
 stage autoencoder configs/train/autoencoder.toml
 echo "== data: encoding latents into data/latents (resumes)"
 $LMDM data encode --codec runs/codec/release.pt --corpus data/corpus --out data/latents
@@ -31,13 +30,10 @@ $LMDM export --checkpoint runs/lmdm/release.pt --out runs/bundles/lmdm --force \
     --no-source-weights --sampler ab2 --steps 16 --cfg 3 --phase-iterations 1
 $LMDM export --checkpoint runs/arc/release.pt --out runs/bundles/arc --force \
     --no-source-weights --sampler pingpong --steps 8 --cfg 1 --phase-iterations 1
-$LMDM export --checkpoint runs/lmdm/release.pt --out lmdm_bridge/default_bundle --force \
-    --no-source-weights --dtype int8-all --sampler ab2 --steps 8 --cfg 3 --cfg-interval 0.45 1 \
-    --phase-iterations 1
+$LMDM export --checkpoint runs/lmdm/release.pt --out lmdm_bridge/default_bundle --force $SHIPPED_FORM
 $LMDM verify lmdm_bridge/default_bundle --checkpoint runs/lmdm/release.pt
 
-[ -f runs/classifier/classifier.pt ] || \
-    $LMDM eval classifier --corpus data/corpus --out runs/classifier
+classifier
 $LMDM eval run --bundle lmdm=runs/bundles/lmdm --bundle arc=runs/bundles/arc \
     --bundle default=lmdm_bridge/default_bundle --classifier runs/classifier/classifier.pt \
     --corpus data/corpus --out runs/eval

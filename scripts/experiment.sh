@@ -14,8 +14,7 @@ DIR=configs/experiments/$NAME
     echo "error: $DIR needs base.toml and lmdm.toml (see configs/experiments/*)" >&2; exit 2; }
 . scripts/stages.sh
 
-echo "== data: rendering the corpus into data/corpus (resumes)"
-$LMDM data render --config configs/data/default.toml --out data/corpus
+render_corpus
 codec=$(config_value "$DIR/base.toml" codec)
 latents=$(config_value "$DIR/base.toml" latents)
 if [ -f "$DIR/autoencoder.toml" ]; then
@@ -30,12 +29,10 @@ fi
 stage base "$DIR/base.toml"
 stage lmdm "$DIR/lmdm.toml"
 
-# The shipped form (scripts/default-model.sh), so the two rows differ only by the recipe.
+# The shipped form (scripts/stages.sh), so the two rows differ only by the recipe.
 $LMDM export --checkpoint "$(config_value "$DIR/lmdm.toml" out)/release.pt" \
-    --out "runs/$NAME/bundle" --force --no-source-weights --dtype int8-all --sampler ab2 \
-    --steps 8 --cfg 3 --cfg-interval 0.45 1 --phase-iterations 1
-[ -f runs/classifier/classifier.pt ] || \
-    $LMDM eval classifier --corpus data/corpus --out runs/classifier
+    --out "runs/$NAME/bundle" --force $SHIPPED_FORM
+classifier
 $LMDM eval run --bundle shipped=lmdm_bridge/default_bundle --bundle "$NAME=runs/$NAME/bundle" \
     --clips 8 --prompts 2 --stream-minutes 0 --corpus data/corpus --out "runs/$NAME/eval-q"
 echo "== done: runs/$NAME/eval-q/report.md"

@@ -1,7 +1,24 @@
 # Shared by scripts/default-model.sh and scripts/experiment.sh (sourced, with $LMDM set).
 
-config_value() {  # config_value FILE KEY: a top-level string value of a TOML stage config
+# The embedded default's export options (why each: scripts/default-model.sh). Experiments
+# export in the same form, so a candidate differs from the shipped bundle only by its recipe.
+# Used unquoted, so the shell splits it into options.
+SHIPPED_FORM="--no-source-weights --dtype int8-all --sampler ab2 --steps 8 --cfg 3 \
+--cfg-interval 0.45 1 --phase-iterations 1"
+
+config_value() {  # config_value FILE KEY: the first `KEY = "..."` line's value (the committed
+    # stage configs put their paths before any table; tests/test_stage_configs.py checks it)
     sed -n "s/^$2 = \"\(.*\)\"\$/\1/p" "$1" | head -n 1
+}
+
+render_corpus() {  # the default corpus into data/corpus, resuming a partial render
+    echo "== data: rendering the corpus into data/corpus (resumes)"
+    $LMDM data render --config configs/data/default.toml --out data/corpus
+}
+
+classifier() {  # the evaluation's label classifier, trained once
+    [ -f runs/classifier/classifier.pt ] || \
+        $LMDM eval classifier --corpus data/corpus --out runs/classifier
 }
 
 stage() {  # stage NAME CONFIG: train unless released, resuming a checkpoint in the config's `out`
