@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from lmdm_export.calibration import CalibrationReport, calibrate
 from lmdm_export.model.lmdm import LMDM, ModelConfig
 from lmdm_export.model.stft_codec import StftCodec, StftCodecConfig
 from lmdm_export.presets import DefaultGeometry, default_model_config
@@ -100,6 +101,26 @@ def set_phase_iterations(model: LMDM, iterations: int) -> LMDM:
     config = dataclasses.replace(codec.config, phase_iterations=iterations)
     codec.config = config
     model.config = dataclasses.replace(model.config, autoencoder=config)
+    return model
+
+
+def calibrate_codec(model: LMDM, corpus: str | Path) -> CalibrationReport:
+    """Fit the spectral calibration of the model's STFT codec decoder on ``corpus``
+    (:mod:`lmdm_export.calibration`), with the decode-time settings the model has now."""
+    codec = model.autoencoder
+    if not isinstance(codec, StftCodec):
+        raise ValueError("--calibrate fits an STFT codec's decoder; this model's autoencoder "
+                         "is not one (leave the option out)")
+    return calibrate(codec, corpus)
+
+
+def set_calibration(model: LMDM, values: list[float]) -> LMDM:
+    """Decode with the spectral calibration a bundle's manifest records (``verify``)."""
+    buffer = model.autoencoder.decoder.calibration
+    if len(values) != buffer.numel():
+        raise ValueError(f"the manifest's calibration has {len(values)} bins, the model's "
+                         f"decoder {buffer.numel()}: the bundle comes from another codec")
+    buffer.copy_(torch.tensor(values, dtype=buffer.dtype))
     return model
 
 

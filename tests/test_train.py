@@ -260,6 +260,59 @@ def test_phase_iterations_are_checked():
     assert refined.receptive_frames == plain.receptive_frames + 2
 
 
+def _calibration_codec() -> tuple[StftCodec, torch.Tensor]:
+    """A fitted linear codec with one phase iteration (the shipped decode) and its clips."""
+    cfg = dataclasses.replace(LINEAR_CODEC, phase_iterations=1)
+    codec = StftCodec(cfg)
+    n = 32 * cfg.downsampling_ratio
+    gen, t = torch.Generator().manual_seed(4), torch.arange(n)
+    audio = torch.stack([0.2 * torch.sin(t * (0.15 + 0.1 * k))
+                         + 0.05 * torch.randn(n, generator=gen) for k in range(8)])[:, None]
+    codec.fit_linear_path(codec.log_magnitude(audio))
+    return codec, audio
+
+
+def test_calibration_matches_the_resynthesis_power_and_finds_a_known_tilt():
+    """The fitted calibration brings the codec's resynthesis to the clips' mean power per bin,
+    and a decoder made 0.7 (log-magnitude, 6 dB) too quiet in its upper half is found out: the
+    calibration rises by that much there and stays where it was below. It changes the audio,
+    never the peak-locked phase a stream carries."""
+    from lmdm_export.calibration import LIMIT_DB, fit_calibration
+
+    codec, audio = _calibration_codec()
+    before = fit_calibration(codec, audio)
+    assert before.mean_error_db[-1] < 0.25 * before.mean_error_db[0]
+    assert before.mean_error_db[-1] < 0.3
+    reference = codec.decoder.calibration.clone()
+    half = codec.config.bins // 2
+    with torch.no_grad():
+        codec.decoder.linear.bias[half:] -= 0.7
+        codec.decoder.calibration.zero_()
+    fit_calibration(codec, audio)
+    shift = codec.decoder.calibration - reference
+    assert float(shift[half:].median()) == pytest.approx(0.7, abs=0.05)
+    assert float(shift[:half].abs().median()) < 0.02
+    assert float(codec.decoder.calibration.abs().max()) <= LIMIT_DB / 20 * math.log(10) + 1e-6
+
+    z = codec.encode(audio[:1], sample=False)
+    args = (torch.zeros(1, codec.config.bins), torch.zeros(1, dtype=torch.int64))
+    with torch.no_grad():
+        calibrated, phases = codec.decode_with_phase(z, *args)
+        codec.decoder.calibration.zero_()
+        plain, plain_phases = codec.decode_with_phase(z, *args)
+    assert torch.equal(phases, plain_phases)
+    assert not torch.allclose(calibrated, plain)
+
+
+def test_a_release_without_a_calibration_decodes_uncalibrated():
+    """Codec weights saved before the calibration existed load with a zero one."""
+    codec, _ = _calibration_codec()
+    state = {k: v for k, v in codec.state_dict().items() if k != "decoder.calibration"}
+    codec.decoder.calibration.fill_(1.0)
+    codec.load_state_dict(state)
+    assert not codec.decoder.calibration.any()
+
+
 def test_stft_codec_receptive_field_bounds_the_streaming_hold():
     """A latent frame changes no audio beyond ``receptive_frames`` frames to either side: the
     streaming decoder's held frames (the manifest's ``decoder_receptive_frames``) suffice."""
@@ -708,6 +761,38 @@ def test_export_with_a_fine_tuned_decoder_verifies_with_that_codec(pipeline, tmp
                  tmp_path / "refused", "--no-source-weights")
     assert result.returncode != 0
     assert "encoder.linear.bias" in result.stderr and "freeze_encoder" in result.stderr
+    assert not (tmp_path / "refused").exists()
+
+
+def test_export_calibrates_the_decoder_on_a_corpus_and_verify_follows(pipeline, tmp_path):
+    """``export --calibrate CORPUS`` fits the decoder's spectral calibration with the exported
+    decode settings; the manifest records it, so ``verify --checkpoint`` of the uncalibrated
+    training release rebuilds the same decoder. A missing corpus is a named error and writes
+    nothing."""
+    release = pipeline / "arc" / "release.pt"
+    out = tmp_path / "bundle"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "lmdm_bridge", *map(str, args)],
+                              capture_output=True, text=True, cwd=ROOT, env=env)
+
+    result = cli("export", "--checkpoint", release, "--out", out, "--steps", "4",
+                 "--phase-iterations", "1", "--calibrate", pipeline / "corpus")
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    calibration = manifest["model"]["calibration"]
+    assert len(calibration) == TINY_CODEC.bins and any(calibration)
+    assert "calibrated on" in manifest["model"]["source"]
+    source = torch.load(out / "source" / "release.pt", weights_only=False)
+    assert source["codec"]["state_dict"]["decoder.calibration"].tolist() == calibration
+    for args in ([], ["--checkpoint", release]):
+        result = cli("verify", out, *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    result = cli("export", "--checkpoint", release, "--out", tmp_path / "refused",
+                 "--calibrate", tmp_path / "no-corpus")
+    assert result.returncode != 0 and "render the corpus" in result.stderr
     assert not (tmp_path / "refused").exists()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 
@@ -12,6 +13,7 @@ from lmdm_export.checkpoint import load_checkpoint
 from lmdm_export.model.lmdm import LMDM
 from lmdm_export.presets import get_preset
 from lmdm_export.release import (
+    calibrate_codec,
     is_release,
     load_release_model,
     replace_decoder,
@@ -75,6 +77,10 @@ def export_from_args(args: argparse.Namespace) -> None:
     if args.phase_iterations is not None:
         set_phase_iterations(model, args.phase_iterations)
         source += f", {args.phase_iterations} phase iteration(s)"
+    if args.calibrate is not None:
+        report = calibrate_codec(model, args.calibrate)
+        print(report.line(), file=sys.stderr, flush=True)
+        source += f", decoder calibrated on {args.calibrate}"
     request = ExportRequest(
         dtype=args.dtype, source=source, preset=args.preset,
         include_source_weights=not args.no_source_weights,
@@ -85,7 +91,6 @@ def export_from_args(args: argparse.Namespace) -> None:
 
 
 def bench_from_args(args: argparse.Namespace) -> None:
-    import sys
     import tempfile
     from pathlib import Path
 

@@ -41,6 +41,7 @@ from lmdm_export.release import (
     is_release,
     load_release_model,
     replace_decoder,
+    set_calibration,
     set_phase_iterations,
 )
 from lmdm_export.rollout import Guidance, make_conditioning, make_session, stream_blocks
@@ -221,6 +222,8 @@ def verify(bundle: Path, *, checkpoint: Path | None = None, model_config: Path |
     model = torch_model(bundle, checkpoint, model_config, text_encoder_dirs)
     if codec is not None:
         replace_decoder(model, codec)
+    if manifest.model.get("calibration") is not None:  # fitted at export (--calibrate)
+        set_calibration(model, manifest.model["calibration"])
     expected = manifest.model.get("decoder_digest")
     if expected is not None and decoder_digest(model) != expected:
         raise ValueError(f"{bundle} decodes with another codec decoder than the torch model "

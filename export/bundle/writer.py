@@ -317,13 +317,16 @@ def _tensor_specs(values) -> tuple[TensorSpec, ...]:
 
 def _model_info(model: LMDM, request: ExportRequest) -> dict:
     """The manifest's ``model``: where the weights came from and, for an STFT codec, the
-    decode-time settings its ``vae_decoder`` graph was built with and the digest of its
-    decoder's weights (``verify`` rebuilds the torch side with them when given the training
-    release, and refuses a torch model with another decoder)."""
+    decode-time settings its ``vae_decoder`` graph was built with (phase iterations, spectral
+    calibration) and the digest of its decoder's weights (``verify`` rebuilds the torch side with
+    them when given the training release, and refuses a torch model with another decoder)."""
     info = {"preset": request.preset, "source": request.source,
             "dit_parameters": sum(p.numel() for p in model.dit.parameters())}
     if isinstance(model.autoencoder, StftCodec):
         info["phase_iterations"] = model.autoencoder.config.phase_iterations
+        calibration = model.autoencoder.decoder.calibration
+        if calibration.any():  # `export --calibrate`: verify applies it to a training release
+            info["calibration"] = calibration.tolist()
         info["decoder_digest"] = decoder_digest(model)
     return info
 

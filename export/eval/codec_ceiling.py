@@ -63,6 +63,7 @@ def resynthesise(codec: StftCodec, audio: torch.Tensor, way: str) -> torch.Tenso
         return codec.decode(codec.encode(audio, sample=False))
     if way == "codec_magnitudes":
         logmag, _ = codec.decoder(codec._denormalise(codec.encode(audio, sample=False)))
+        logmag = codec.calibrated(logmag)
     else:
         logmag = codec.log_magnitude(audio)
     if way == "peak_locked_phase":

@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decode with the decoder of this codec release (`train "
                              "autoencoder` with the model's encoder frozen, e.g. "
                              "runs/codec-gan/release.pt); its encoder must be the model's")
+    parser.add_argument("--calibrate", type=Path, metavar="CORPUS",
+                        help="STFT codecs: fit the decoder's spectral calibration (a gain per "
+                             "frequency bin) so real audio of this rendered corpus' train split "
+                             "comes back through the codec at its own power per bin, with the "
+                             "decode settings exported (e.g. data/corpus; the embedded default "
+                             "uses it)")
     parser.add_argument("--no-source-weights", action="store_true",
                         help="leave out source/ (torch weights; `verify` then needs --checkpoint)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="bundle folder")
