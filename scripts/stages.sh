@@ -4,7 +4,7 @@
 # export in the same form, so a candidate differs from the shipped bundle only by its recipe.
 # Used unquoted, so the shell splits it into options.
 SHIPPED_FORM="--no-source-weights --dtype int8-all --sampler ab2 --steps 8 --cfg 3 \
---cfg-interval 0.45 1 --phase-iterations 1"
+--cfg-interval 0.45 1 --phase-iterations 1 --calibrate data/corpus"
 
 config_value() {  # config_value FILE KEY: the first `KEY = "..."` line's value (the committed
     # stage configs put their paths before any table; tests/test_stage_configs.py checks it)
