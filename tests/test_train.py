@@ -313,6 +313,20 @@ def test_a_release_without_a_calibration_decodes_uncalibrated():
     assert not codec.decoder.calibration.any()
 
 
+def test_latents_stay_valid_when_only_the_calibration_differs():
+    """Latent shards record the codec's fingerprint; the decode-time calibration changes no
+    latent, so it does not enter it (a weight does)."""
+    from lmdm_export.train.latents import codec_fingerprint
+
+    codec, _ = _calibration_codec()
+    before = codec_fingerprint(codec)
+    with torch.no_grad():
+        codec.decoder.calibration.fill_(0.3)
+        assert codec_fingerprint(codec) == before
+        codec.decoder.linear.bias[0] += 1e-3
+    assert codec_fingerprint(codec) != before
+
+
 def test_stft_codec_receptive_field_bounds_the_streaming_hold():
     """A latent frame changes no audio beyond ``receptive_frames`` frames to either side: the
     streaming decoder's held frames (the manifest's ``decoder_receptive_frames``) suffice."""

@@ -48,6 +48,7 @@ from lmdm_export.release import load_release, release_payload
 from lmdm_export.train import loop
 from lmdm_export.train.codec import read_codec_release
 from lmdm_export.train.latent_data import LatentSet, WindowSampler, fixed_windows, load_latents
+from lmdm_export.train.latents import codec_fingerprint
 
 log = logging.getLogger(__name__)
 BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -243,7 +244,7 @@ def weighted_loss(v: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
 def _check_latents_match(latents: str, codec: nn.Module, codec_path: str) -> None:
     """The latents must come from this very codec: a retrained codec makes old shards stale."""
     index = json.loads((Path(latents) / "index.json").read_text())
-    if index.get("codec_fingerprint") != loop.fingerprint(codec):
+    if index.get("codec_fingerprint") != codec_fingerprint(codec):
         raise ValueError(f"{latents} was encoded with another codec ({index.get('codec')}) than "
                          f"{codec_path}: re-encode it with `lmdm-bridge data encode --codec "
                          f"{codec_path} --corpus CORPUS --out {latents}` (delete it first)")

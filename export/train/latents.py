@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 SHARD_ITEMS = 256
 
 
+def codec_fingerprint(codec: StftCodec) -> str:
+    """The digest latent shards record of the codec that made them: its weights, but not the
+    decode-time spectral calibration, which changes no latent (and which releases written
+    before it existed lack, so their latents stay valid)."""
+    return fingerprint(codec, skip=("decoder.calibration",))
+
+
 def _load_audio(path: Path, ratio: int, min_frames: int) -> np.ndarray:
     x, _ = sf.read(str(path), dtype="float32", always_2d=True)
     x = x.mean(axis=1)
@@ -89,7 +96,7 @@ def encode_corpus(codec_path: str | Path, corpus: str | Path, out: str | Path, *
             for split, n in zip(z["splits"], np.diff(z["offsets"]), strict=True):
                 frames[str(split)] = frames.get(str(split), 0) + int(n)
     index = {"codec": str(codec_path), "codec_config": asdict(codec.config),
-             "codec_fingerprint": fingerprint(codec),
+             "codec_fingerprint": codec_fingerprint(codec),
              "latent_rate": codec.config.sample_rate / ratio, "items": len(items),
              "stems": stems, "min_frames": min_frames, "frames": frames, "shards": shards}
     (out / "index.json").write_text(json.dumps(index, indent=1))

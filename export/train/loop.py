@@ -208,12 +208,15 @@ def gather_objects(obj: Any, d: Dist) -> list[Any]:
     return out
 
 
-def fingerprint(module: torch.nn.Module) -> str:
-    """A digest of every parameter's bytes: equal on all ranks iff the replicas are identical."""
+def fingerprint(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> str:
+    """A digest of every parameter's bytes (but the state-dict entries named in ``skip``): equal
+    on all ranks iff the replicas are identical."""
     import hashlib
 
     digest = hashlib.sha256()
     for name, p in sorted(module.state_dict().items()):
+        if name in skip:
+            continue
         digest.update(name.encode())
         digest.update(p.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
