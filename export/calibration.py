@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from lmdm_export.model.stft_codec import StftCodec
+from lmdm_export.train.corpus import fixed_clips, read_items
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,6 @@ def corpus_clips(codec: StftCodec, corpus: str | Path, clips: int = 256,
                  latent_frames: int = 64, seed: int = 0) -> Tensor:
     """Up to ``clips`` crops of ``latent_frames`` latent frames (3 s at the default geometry),
     one per item of the train split of ``corpus``: (n, audio_channels, samples)."""
-    from lmdm_export.train.corpus import fixed_clips, read_items
-
     items = read_items(corpus, "train")
     if not items:
         raise ValueError(f"corpus {corpus} has no train items to calibrate on")

@@ -739,6 +739,13 @@ def test_the_discriminator_reads_each_channel_and_sees_a_window():
     assert random_window(real, fake, 30)[0] is real
 
 
+def _cli(*args) -> subprocess.CompletedProcess:
+    """``lmdm-bridge ARGS`` in a subprocess on one thread, from the repository root."""
+    return subprocess.run([sys.executable, "-m", "lmdm_bridge", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
 def test_export_with_a_fine_tuned_decoder_verifies_with_that_codec(pipeline, tmp_path):
     """``export --codec`` swaps in a decoder fine-tuned on the model's frozen encoder; the
     manifest records its digest, so ``verify --checkpoint`` of the training release alone
@@ -747,13 +754,7 @@ def test_export_with_a_fine_tuned_decoder_verifies_with_that_codec(pipeline, tmp
     codec = train_codec(_decoder_gan_config(pipeline, tmp_path / "gan"))
     release = pipeline / "arc" / "release.pt"
     out = tmp_path / "bundle"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "lmdm_bridge", *map(str, args)],
-                              capture_output=True, text=True, cwd=ROOT, env=env)
-
-    result = cli("export", "--checkpoint", release, "--codec", codec, "--out", out,
+    result = _cli("export", "--checkpoint", release, "--codec", codec, "--out", out,
                  "--no-source-weights", "--steps", "4")
     assert result.returncode == 0, result.stdout + result.stderr
     from lmdm_export.release import decoder_digest, load_release_model, replace_decoder
@@ -762,16 +763,16 @@ def test_export_with_a_fine_tuned_decoder_verifies_with_that_codec(pipeline, tmp
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["decoder_digest"] == decoder_digest(model)
     assert "decoder of" in manifest["model"]["source"]
-    result = cli("verify", out, "--checkpoint", release)
+    result = _cli("verify", out, "--checkpoint", release)
     assert result.returncode != 0 and "--codec" in result.stderr
-    result = cli("verify", out, "--checkpoint", release, "--codec", codec)
+    result = _cli("verify", out, "--checkpoint", release, "--codec", codec)
     assert result.returncode == 0, result.stdout + result.stderr
 
     payload = torch.load(codec, weights_only=False)
     payload["state_dict"]["encoder.linear.bias"] += 1e-3
     other = tmp_path / "other.pt"
     torch.save(payload, other)
-    result = cli("export", "--checkpoint", release, "--codec", other, "--out",
+    result = _cli("export", "--checkpoint", release, "--codec", other, "--out",
                  tmp_path / "refused", "--no-source-weights")
     assert result.returncode != 0
     assert "encoder.linear.bias" in result.stderr and "freeze_encoder" in result.stderr
@@ -785,13 +786,7 @@ def test_export_calibrates_the_decoder_on_a_corpus_and_verify_follows(pipeline, 
     nothing."""
     release = pipeline / "arc" / "release.pt"
     out = tmp_path / "bundle"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "lmdm_bridge", *map(str, args)],
-                              capture_output=True, text=True, cwd=ROOT, env=env)
-
-    result = cli("export", "--checkpoint", release, "--out", out, "--steps", "4",
+    result = _cli("export", "--checkpoint", release, "--out", out, "--steps", "4",
                  "--phase-iterations", "1", "--calibrate", pipeline / "corpus")
     assert result.returncode == 0, result.stdout + result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
@@ -801,10 +796,10 @@ def test_export_calibrates_the_decoder_on_a_corpus_and_verify_follows(pipeline, 
     source = torch.load(out / "source" / "release.pt", weights_only=False)
     assert source["codec"]["state_dict"]["decoder.calibration"].tolist() == calibration
     for args in ([], ["--checkpoint", release]):
-        result = cli("verify", out, *args)
+        result = _cli("verify", out, *args)
         assert result.returncode == 0, result.stdout + result.stderr
 
-    result = cli("export", "--checkpoint", release, "--out", tmp_path / "refused",
+    result = _cli("export", "--checkpoint", release, "--out", tmp_path / "refused",
                  "--calibrate", tmp_path / "no-corpus")
     assert result.returncode != 0 and "render the corpus" in result.stderr
     assert not (tmp_path / "refused").exists()
