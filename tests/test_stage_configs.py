@@ -2,8 +2,8 @@
 stages of one recipe chain into each other, and scripts/stages.sh reads the values the shell
 pipelines use exactly as TOML does.
 
-These configs only run in `make default-model` and `scripts/experiment.sh` (hours), so a
-renamed key or a broken path would otherwise surface mid-pipeline.
+These configs only run in `make default-model`, `scripts/experiment.sh` and the commands an
+ARC experiment's header gives (hours), so a renamed key or a broken path would otherwise surface mid-pipeline.
 """
 
 from __future__ import annotations
@@ -46,19 +46,33 @@ def test_every_committed_config_loads_as_its_stage(path):
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_the_stages_of_a_recipe_chain_into_each_other(recipe):
-    base, lmdm = _raw(recipe / "base.toml"), _raw(recipe / "lmdm.toml")
+    """A recipe's stages chain into each other; a stage it leaves out is the default
+    pipeline's (an ARC-only experiment starts from the default LMDM and base)."""
+    default = ROOT / "configs" / "train"
+
+    def stage(name: str) -> dict:
+        own = recipe / f"{name}.toml"
+        return _raw(own if own.exists() else default / f"{name}.toml")
+
+    base, lmdm = stage("base"), stage("lmdm")
     assert lmdm["init"] == f"{base['out']}/release.pt"
     assert (lmdm["latents"], lmdm["codec"]) == (base["latents"], base["codec"])
     assert lmdm["geometry"] == base["geometry"]
     codec = recipe / "autoencoder.toml"
     if codec.exists():
         assert base["codec"] == f"{_raw(codec)['out']}/release.pt"
+    if (recipe / "arc.toml").exists():
+        arc = _raw(recipe / "arc.toml")
+        assert arc["init"] == f"{lmdm['out']}/release.pt"
+        assert arc["base"] == f"{base['out']}/release.pt" and arc["latents"] == lmdm["latents"]
     if recipe.name != "train":  # an experiment never writes over the default pipeline's files
-        default = _raw(ROOT / "configs" / "train" / "base.toml")
-        assert base["out"] != default["out"] and lmdm["out"] != _raw(
-            ROOT / "configs" / "train" / "lmdm.toml")["out"]
+        for name in ("base", "lmdm", "arc"):
+            if (recipe / f"{name}.toml").exists():
+                assert stage(name)["out"] != _raw(default / f"{name}.toml")["out"]
         if codec.exists():
-            assert base["latents"] != default["latents"] and base["codec"] != default["codec"]
+            default_base = _raw(default / "base.toml")
+            assert base["latents"] != default_base["latents"]
+            assert base["codec"] != default_base["codec"]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))

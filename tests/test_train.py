@@ -392,6 +392,49 @@ def test_the_lmdm_stage_also_trains_the_enc_dec_variant(pipeline, tmp_path):
                                  base=str(pipeline / "base" / "release.pt"), steps=1))
 
 
+def test_guided_rollout_combines_the_two_branches_and_keeps_gradients(pipeline):
+    """``rollout_cfg``: a guided one-step chunk is ``x - (v_u + w (v_c - v_u))`` with the
+    branches of two unguided rollouts on the same noise (the prompt, then zeros); a guided
+    rollout of several chunks (the later ones through the doubled cache, the last step outside
+    the interval on the conditional half) keeps gradients into the generator."""
+    from lmdm_export.release import load_release_model
+    from lmdm_export.rollout import Guidance
+    from lmdm_export.sampling import logsnr_schedule
+    from lmdm_export.train.arc import _conditioning, self_rollout
+
+    model, _ = load_release_model(pipeline / "lmdm" / "release.pt")
+    with torch.no_grad():  # two tiny steps leave the zero-initialised prompt paths near zero
+        for p in model.dit.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+    s, c = TINY_GEOMETRY.context_frames, TINY_GEOMETRY.block_frames
+    metadata = [{"prompt": p, "seconds_total": 2.0} for p in ("organ tones", "noise bursts")]
+    keep = torch.zeros(2, dtype=torch.bool)
+    cross, glob = _conditioning(model, metadata, keep)
+    context = torch.randn(2, model.config.dit.io_channels, s, generator=torch.Generator()
+                          .manual_seed(1))
+    ts = logsnr_schedule(6)
+
+    def rollout(ks, cross, guidance=Guidance(), grad=False):
+        return self_rollout(model, cross, glob, context, ks, ts, torch.Generator().manual_seed(2),
+                            grad=grad, guidance=guidance)
+
+    with torch.no_grad():
+        x = torch.randn(2, model.config.dit.io_channels, c, generator=torch.Generator()
+                        .manual_seed(2))
+        v_c, v_u = x - rollout([1], cross), x - rollout([1], torch.zeros_like(cross))
+        guided = rollout([1], cross, Guidance(scale=3.0))
+    torch.testing.assert_close(guided, x - (v_u + 3.0 * (v_c - v_u)), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(guided, x - v_c, atol=1e-3)
+
+    chunks = rollout([2, 5, 1], cross, Guidance(scale=3.0, interval=(0.45, 1.0)), grad=True)
+    assert chunks.shape == (2, model.config.dit.io_channels, 3 * c)
+    chunks.square().mean().backward()
+    grads = [p.grad for p in model.dit.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+    with pytest.raises(ValueError, match="rollout_cfg"):
+        ArcTrainConfig(rollout_cfg=0.5)
+
+
 def test_codec_normalises_latents_to_unit_scale(pipeline):
     codec = load_codec(pipeline / "codec" / "release.pt")
     from lmdm_export.train.latent_data import load_latents

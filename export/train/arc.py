@@ -45,7 +45,7 @@ from lmdm_export.model.dit import DiffusionTransformer
 from lmdm_export.model.lmdm import LMDM
 from lmdm_export.model.transformer import KV
 from lmdm_export.release import load_release_model, release_payload
-from lmdm_export.rollout import BlockCausalSession, Guidance
+from lmdm_export.rollout import BlockCausalSession, Guidance, make_conditioning
 from lmdm_export.sampling import logsnr_schedule
 from lmdm_export.train import loop
 from lmdm_export.train.diffusion import CachedEncoder
@@ -81,6 +81,12 @@ class ArcTrainConfig:
     context_uncond: float = 0.25
     context_partial: float = 0.1
     cfg_dropout: float = 0.1
+    # Classifier-free guidance in the rollout (1 = none, as the reference): a small model that
+    # ships guided is rolled out as it will be sampled, so the discriminator judges guided
+    # chunks and the generator learns to finish them; the interval as the export's
+    # --cfg-interval.
+    rollout_cfg: float = 1.0
+    rollout_cfg_interval: tuple[float, float] = (0.0, 1.0)
     label_balance: float = 0.0  # as in the diffusion stages (latent_data.item_weights)
     seed: int = 0
     checkpoint_minutes: float = 5.0
@@ -92,6 +98,14 @@ class ArcTrainConfig:
             raise ValueError(f"disc_warmup {self.disc_warmup} must be in 0..steps-1")
         if self.k_max < 2:
             raise ValueError("k_max must be >= 2 (k_j is drawn from 1..k_max-1)")
+        lo, hi = self.rollout_cfg_interval
+        if self.rollout_cfg < 1 or not 0 <= lo <= hi <= 1:
+            raise ValueError(f"rollout_cfg {self.rollout_cfg} must be >= 1 and "
+                             f"rollout_cfg_interval {self.rollout_cfg_interval} a range in [0, 1]")
+
+    @property
+    def guidance(self) -> Guidance:
+        return Guidance(scale=self.rollout_cfg, interval=tuple(self.rollout_cfg_interval))
 
 
 class ConvNeXtBlock1d(nn.Module):
@@ -176,16 +190,18 @@ def shift_dropout(x: Tensor, *, chunk: int, context_chunks: int, p_uncond: float
 
 
 def self_rollout(lmdm: LMDM, cross: Tensor, glob: Tensor, context: Tensor, ks: list[int],
-                 ts: Tensor, gen: torch.Generator, *, grad: bool) -> Tensor:
+                 ts: Tensor, gen: torch.Generator, *, grad: bool,
+                 guidance: Guidance = Guidance()) -> Tensor:
     """Roll out ``len(ks)`` chunks after ``context (B, C, s)`` through the streaming KV cache.
 
-    Chunk j runs ``ks[j]`` ping-pong steps; only its last keeps gradients (when ``grad``). Returns
-    the chunks ``(B, C, n c)``; each one entered the next context detached.
+    Chunk j runs ``ks[j]`` ping-pong steps on the ``guidance``-combined velocity; only its last
+    keeps gradients (when ``grad``, through both branches when guided). Returns the chunks
+    ``(B, C, n c)``; each one entered the next context detached.
     """
     config = lmdm.config
     with torch.set_grad_enabled(grad):
-        cond = lmdm.dit.condition(cross, glob)
-    session = BlockCausalSession(lmdm.dit, config, cond, Guidance(), context, context.shape[0])
+        cond = make_conditioning(lmdm.dit, cross, glob, guidance)
+    session = BlockCausalSession(lmdm.dit, config, cond, guidance, context, context.shape[0])
     shape = (context.shape[0], config.dit.io_channels, config.stream.block_frames)
     chunks = []
     for k in ks:
@@ -295,7 +311,7 @@ def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
         with torch.set_grad_enabled(train_g):
             cross, glob = _conditioning(generator_model, metadata, drop)
         fake_tail = self_rollout(generator_model, cross, glob, real[..., :s], ks, ts, gen,
-                                 grad=train_g)
+                                 grad=train_g, guidance=cfg.guidance)
         fake = torch.cat((real[..., :s], fake_tail), -1)
         t_g = torch.sigmoid(-(torch.rand(cfg.batch, generator=gen) * 8 - 6))
         eps = torch.randn(real.shape, generator=gen)
