@@ -3,7 +3,8 @@ stages of one recipe chain into each other, and scripts/stages.sh reads the valu
 pipelines use exactly as TOML does.
 
 These configs only run in `make default-model`, `scripts/experiment.sh` and the commands an
-ARC experiment's header gives (hours), so a renamed key or a broken path would otherwise surface mid-pipeline.
+ARC experiment's header gives (hours), so a renamed key or a broken path would otherwise
+surface mid-pipeline.
 """
 
 from __future__ import annotations

@@ -414,7 +414,7 @@ def test_guided_rollout_combines_the_two_branches_and_keeps_gradients(pipeline):
                           .manual_seed(1))
     ts = logsnr_schedule(6)
 
-    def rollout(ks, cross, guidance=Guidance(), grad=False):
+    def rollout(ks, cross, guidance=None, grad=False):
         return self_rollout(model, cross, glob, context, ks, ts, torch.Generator().manual_seed(2),
                             grad=grad, guidance=guidance)
 

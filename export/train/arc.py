@@ -191,14 +191,14 @@ def shift_dropout(x: Tensor, *, chunk: int, context_chunks: int, p_uncond: float
 
 def self_rollout(lmdm: LMDM, cross: Tensor, glob: Tensor, context: Tensor, ks: list[int],
                  ts: Tensor, gen: torch.Generator, *, grad: bool,
-                 guidance: Guidance = Guidance()) -> Tensor:
+                 guidance: Guidance | None = None) -> Tensor:
     """Roll out ``len(ks)`` chunks after ``context (B, C, s)`` through the streaming KV cache.
 
     Chunk j runs ``ks[j]`` ping-pong steps on the ``guidance``-combined velocity; only its last
     keeps gradients (when ``grad``, through both branches when guided). Returns the chunks
     ``(B, C, n c)``; each one entered the next context detached.
     """
-    config = lmdm.config
+    config, guidance = lmdm.config, guidance or Guidance()
     with torch.set_grad_enabled(grad):
         cond = make_conditioning(lmdm.dit, cross, glob, guidance)
     session = BlockCausalSession(lmdm.dit, config, cond, guidance, context, context.shape[0])
