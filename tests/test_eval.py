@@ -234,6 +234,21 @@ def test_eval_codec_splits_the_codecs_cost(corpus, classifier, tmp_path):
     # the round trip is exact, so its clips move as real set B's do
     assert ways["stft_round_trip"]["motion"] == pytest.approx(report["motion_real"], rel=0.02)
 
+    # --calibrate: the decoders are calibrated on the corpus first; the rows that never pass
+    # through the decoder stay as they were, the codec's change
+    calibrated = tmp_path / "calibrated"
+    code = cli_main(["eval", "codec", "--codec", str(tmp_path / "codec" / "release.pt"),
+                     "--classifier", str(classifier / "classifier.pt"), "--corpus", str(corpus),
+                     "--out", str(calibrated), "--clips", "2", "--phase-iterations", "1",
+                     "--calibrate", str(corpus)])
+    assert code == 0
+    report = json.loads((calibrated / "codec.json").read_text())
+    assert report["config"]["calibrate"] == str(corpus)
+    for way in ("stft_round_trip", "peak_locked_phase", "peak_locked_phase+gl1"):
+        assert report["ways"][way]["fd"] == pytest.approx(ways[way]["fd"], rel=1e-6)
+    for way in ("codec", "codec+gl1"):
+        assert report["ways"][way]["fd"] != pytest.approx(ways[way]["fd"], rel=1e-6)
+
 
 def test_eval_codec_names_a_missing_codec(tmp_path, capsys):
     code = cli_main(["eval", "codec", "--codec", str(tmp_path / "none.pt")])

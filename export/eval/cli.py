@@ -69,7 +69,8 @@ def _codec(args: argparse.Namespace) -> int:
     cfg = CodecCeilingConfig(codec=str(args.codec), classifier=str(args.classifier),
                              corpus=str(args.corpus), out=str(args.out or "runs/eval-codec"),
                              clips=args.clips, seed=args.seed,
-                             phase_iterations=args.phase_iterations)
+                             phase_iterations=args.phase_iterations,
+                             calibrate=str(args.calibrate) if args.calibrate else None)
     report = codec_ceiling(cfg)
     log.info("real-vs-real FD %.2f (%d clips); wrote %s", report["real_vs_real_fd"],
              report["clips"], Path(cfg.out) / "codec.json")

@@ -17,6 +17,12 @@ hand): real set B, resynthesised four ways, each scored against set A like gener
   peak-locked phase refined by N iterations of fast Griffin-Lim (what ``export
   --phase-iterations N`` builds into the decoder graph).
 
+With ``calibrate`` (a corpus) each decoder is first calibrated as ``export --calibrate`` would
+for its phase iterations, so the codec rows match a calibrated bundle's codec row in ``eval
+run``; the rows with the true magnitudes never pass through the decoder and do not change, and
+``codec_magnitudes`` keeps the true phase, so its calibration (fitted with the peak-locked one)
+is only indicative there.
+
 The reference sets are ``eval run``'s (same corpus, seed and clip counts), so the figures sit
 beside its table; each row also gives the clips' median spectral motion
 (:mod:`.motion`) beside real set B's. Writes ``codec.json`` to the output folder.
@@ -33,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lmdm_export.calibration import calibrate
 from lmdm_export.eval.classifier import classify, load_classifier
 from lmdm_export.eval.clips import through_codec
 from lmdm_export.eval.motion import spectral_motion
@@ -54,6 +61,10 @@ class CodecCeilingConfig:
     clips: int = 16  # real clips per label and per reference set
     seed: int = 0
     phase_iterations: int = 0  # > 0: also the two ways with Griffin-Lim refinement
+    # A rendered corpus: each decoder variant's spectral calibration is fitted on its train split
+    # with that variant's phase iterations, as ``export --calibrate`` does (the fit depends on
+    # the decode settings); None keeps the release's (a training release's is zero).
+    calibrate: str | None = None
 
 
 def resynthesise(codec: StftCodec, audio: torch.Tensor, way: str) -> torch.Tensor:
@@ -96,6 +107,8 @@ def codec_ceiling(cfg: CodecCeilingConfig) -> dict:
     def variant(iterations: int) -> StftCodec:
         codec = StftCodec(dataclasses.replace(trained.config, phase_iterations=iterations))
         codec.load_state_dict(trained.state_dict())
+        if cfg.calibrate:
+            calibrate(codec.eval(), cfg.calibrate)
         return codec.eval()
 
     plain = variant(0)

@@ -69,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     codec.add_argument("--phase-iterations", type=int, default=0, metavar="N",
                        help="also measure the phase refined by N Griffin-Lim iterations (what "
                             "export --phase-iterations N builds in; default 0)")
+    codec.add_argument("--calibrate", type=Path, metavar="CORPUS",
+                       help="fit each decoder's spectral calibration on this rendered corpus' "
+                            "train split first, for its phase iterations, as export --calibrate "
+                            "does (e.g. data/corpus; default: the release's, uncalibrated)")
 
 
 def run(args: argparse.Namespace) -> int:
