@@ -419,6 +419,7 @@ def test_guided_rollout_combines_the_two_branches_and_keeps_gradients(pipeline):
                             grad=grad, guidance=guidance)
 
     with torch.no_grad():
+        # the rollout's first draw from its generator (seed 2) is the chunk's starting noise
         x = torch.randn(2, model.config.dit.io_channels, c, generator=torch.Generator()
                         .manual_seed(2))
         v_c, v_u = x - rollout([1], cross), x - rollout([1], torch.zeros_like(cross))

@@ -107,9 +107,10 @@ def codec_ceiling(cfg: CodecCeilingConfig) -> dict:
     def variant(iterations: int) -> StftCodec:
         codec = StftCodec(dataclasses.replace(trained.config, phase_iterations=iterations))
         codec.load_state_dict(trained.state_dict())
+        codec.eval()
         if cfg.calibrate:
-            calibrate(codec.eval(), cfg.calibrate)
-        return codec.eval()
+            calibrate(codec, cfg.calibrate)
+        return codec
 
     plain = variant(0)
     ways = [(way, way, plain) for way in WAYS]  # (row, resynthesis, codec)

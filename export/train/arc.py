@@ -105,7 +105,7 @@ class ArcTrainConfig:
 
     @property
     def guidance(self) -> Guidance:
-        return Guidance(scale=self.rollout_cfg, interval=tuple(self.rollout_cfg_interval))
+        return Guidance(scale=self.rollout_cfg, interval=self.rollout_cfg_interval)
 
 
 class ConvNeXtBlock1d(nn.Module):
