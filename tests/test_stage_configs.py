@@ -76,6 +76,20 @@ def test_the_stages_of_a_recipe_chain_into_each_other(recipe):
             assert base["codec"] != default_base["codec"]
 
 
+def test_a_decoder_fine_tune_has_the_geometry_of_the_codec_it_starts_from():
+    """`init` must be a codec of the config's own [codec] geometry (else the weights do not
+    fit); decoder-gan.toml kept 32 latent channels for a session after the default went to 64."""
+    writers = {_raw(p)["out"]: p for p in CONFIGS if _stage(p) == "autoencoder"}
+    fine_tunes = [p for p in CONFIGS if _stage(p) == "autoencoder" and "init" in _raw(p)]
+    assert fine_tunes, "no committed codec fine-tune config to check"
+    for path in fine_tunes:
+        init = _raw(path)["init"]
+        writer = writers[init.removesuffix("/release.pt")]
+        ours, theirs = _raw(path)["codec"], _raw(writer)["codec"]
+        ours.pop("phase_iterations", None), theirs.pop("phase_iterations", None)
+        assert ours == theirs, f"{path.name} [codec] differs from {writer.name}, which writes {init}"
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_the_shell_reads_string_values_as_toml_does(path):
     raw = _raw(path)
