@@ -87,7 +87,8 @@ def test_a_decoder_fine_tune_has_the_geometry_of_the_codec_it_starts_from():
         writer = writers[init.removesuffix("/release.pt")]
         ours, theirs = _raw(path)["codec"], _raw(writer)["codec"]
         ours.pop("phase_iterations", None), theirs.pop("phase_iterations", None)
-        assert ours == theirs, f"{path.name} [codec] differs from {writer.name}, which writes {init}"
+        assert ours == theirs, (f"{path.name} [codec] differs from {writer.name}, which "
+                                f"writes {init}")
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))

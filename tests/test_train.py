@@ -436,6 +436,83 @@ def test_guided_rollout_combines_the_two_branches_and_keeps_gradients(pipeline):
         ArcTrainConfig(rollout_cfg=0.5)
 
 
+def test_arc_flow_anchor_trains_on_the_windows_ending_at_each_chunk(pipeline, tmp_path,
+                                                                  monkeypatch):
+    """``flow_weight``: generator steps add the LMDM stage's loss on the real windows (context +
+    target block) that end at each rolled-out chunk; discriminator steps do not."""
+    from lmdm_export.release import load_release_model
+    from lmdm_export.train import arc
+
+    model, _ = load_release_model(pipeline / "lmdm" / "release.pt")
+    s, c = TINY_GEOMETRY.context_frames, TINY_GEOMETRY.block_frames
+    x = torch.randn(2, model.config.dit.io_channels, s + 3 * c)
+    seen = {}
+    make_batch = arc.make_batch
+
+    def spy(windows, captions, stage, *args, **kwargs):
+        seen.update(windows=windows, captions=captions, stage=stage)
+        return make_batch(windows, captions, stage, *args, **kwargs)
+
+    monkeypatch.setattr(arc, "make_batch", spy)
+    cfg = ArcTrainConfig(flow_weight=1.0)
+    loss = arc.flow_loss(model, x, ["a", "b"], cfg, torch.Generator().manual_seed(0))
+    assert loss.ndim == 0 and float(loss.detach()) > 0
+    loss.backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0
+               for p in model.dit.parameters())
+    assert seen["stage"] == "lmdm" and seen["captions"] == ["a", "b"] * 3
+    expected = torch.cat([x[..., j * c:j * c + s + c] for j in range(3)])
+    torch.testing.assert_close(seen["windows"], expected)
+    assert seen["windows"].shape[-1] == s + c
+    torch.testing.assert_close(seen["windows"][4:], x[..., -(s + c):])  # the last chunk's
+    monkeypatch.undo()
+
+    train_arc(ArcTrainConfig(latents=str(pipeline / "latents"), out=str(tmp_path / "arc"),
+                             init=str(pipeline / "lmdm" / "release.pt"),
+                             base=str(pipeline / "base" / "release.pt"), steps=3, batch=2,
+                             rollout_chunks=2, feature_block=1, head_width=8, disc_warmup=1,
+                             flow_weight=0.5))
+    steps = [json.loads(line) for line in (tmp_path / "arc" / "log.jsonl").open()]
+    steps = [r for r in steps if "phase" in r]
+    assert [("loss_flow" in r) for r in steps] == [r["phase"] == "G" for r in steps]
+    assert all(r["loss_flow"] > 0 for r in steps if r["phase"] == "G")
+    with pytest.raises(ValueError, match="flow_weight"):
+        ArcTrainConfig(flow_weight=-1.0)
+    with pytest.raises(ValueError, match="timesteps"):
+        ArcTrainConfig(flow_timesteps="cosine")
+
+
+def test_arc_moment_hold_measures_the_rollouts_channel_statistics_against_the_data(pipeline,
+                                                                                  tmp_path):
+    """``moment_weight``: zero for rollouts with the data's per-channel mean and spread, the
+    squared offsets otherwise; logged in generator steps only."""
+    from lmdm_export.train.arc import moment_loss
+
+    real = torch.randn(3, 4, 50, generator=torch.Generator().manual_seed(0))
+    assert float(moment_loss(real.clone(), real)) == 0
+    shuffled = real.flatten(1)[:, torch.randperm(200)].reshape(3, 4, 50)  # mixes channels
+    assert float(moment_loss(real[..., torch.randperm(50)], real)) < 1e-10  # order-blind
+    mean, std = real.mean((0, 2)), real.std((0, 2))
+    wide = (real - mean[:, None]) * 1.5 + mean[:, None] + 0.2
+    torch.testing.assert_close(moment_loss(wide, real),
+                               (0.04 + (0.5 * std).square()).mean())
+    assert float(moment_loss(shuffled, real)) > 0
+    fake = wide.clone().requires_grad_()
+    moment_loss(fake, real).backward()
+    assert float(fake.grad.abs().sum()) > 0
+
+    train_arc(ArcTrainConfig(latents=str(pipeline / "latents"), out=str(tmp_path / "arc"),
+                             init=str(pipeline / "lmdm" / "release.pt"),
+                             base=str(pipeline / "base" / "release.pt"), steps=3, batch=2,
+                             rollout_chunks=2, feature_block=1, head_width=8, disc_warmup=1,
+                             moment_weight=1.0))
+    steps = [json.loads(line) for line in (tmp_path / "arc" / "log.jsonl").open()]
+    steps = [r for r in steps if "phase" in r]
+    assert [("loss_moment" in r) for r in steps] == [r["phase"] == "G" for r in steps]
+    with pytest.raises(ValueError, match="moment_weight"):
+        ArcTrainConfig(moment_weight=-0.1)
+
+
 def test_codec_normalises_latents_to_unit_scale(pipeline):
     codec = load_codec(pipeline / "codec" / "release.pt")
     from lmdm_export.train.latent_data import load_latents

@@ -17,7 +17,17 @@ Per optimiser step, for a batch of real latent sequences ``X`` of ``s + n c`` fr
    discriminator ``softplus(-Delta)`` plus ``contrastive_weight * softplus(-(D(real, c) -
    D(real, c_rolled)))`` where ``c_rolled`` gives item i the prompt of item i + 1 (a rolled copy;
    the reference mutated its metadata in place, bug 8).
-5. **Schedule**: ``schedule`` is a string of G and D letters cycled over steps ("GD" alternates,
+5. **Flow anchor** (``flow_weight``, not in the reference; 0 leaves it out): generator steps
+   add the fine-tune's own loss (rectified flow on the target block, routing and dropouts as
+   the LMDM stage) on real windows ending at each rolled-out chunk, weighted by
+   ``flow_weight``. The adversarial term alone moved this small model away from the data
+   wherever the discriminator did not look (docs/default-model.md, ARC-Forcing).
+6. **Moment hold** (``moment_weight``, not in the reference; 0 leaves it out): generator steps
+   add the squared distance between the rolled-out chunks' per-channel mean and standard
+   deviation and the real continuation's (over batch and frames), the ``spread`` the log
+   shows: every ARC run on the default model widened its rollouts past the data (spread
+   0.9 -> 1.1) and grew louder.
+7. **Schedule**: ``schedule`` is a string of G and D letters cycled over steps ("GD" alternates,
    as the reference; "GDD" gives the discriminator two steps per generator step), after
    ``disc_warmup`` discriminator-only steps (the reference has none; 0 reproduces it).
 
@@ -48,7 +58,13 @@ from lmdm_export.release import load_release_model, release_payload
 from lmdm_export.rollout import BlockCausalSession, Guidance, make_conditioning
 from lmdm_export.sampling import logsnr_schedule
 from lmdm_export.train import loop
-from lmdm_export.train.diffusion import CachedEncoder
+from lmdm_export.train.diffusion import (
+    CachedEncoder,
+    DiffusionTrainConfig,
+    DiTTrainee,
+    make_batch,
+    weighted_loss,
+)
 from lmdm_export.train.latent_data import WindowSampler, load_latents
 
 log = logging.getLogger(__name__)
@@ -88,6 +104,12 @@ class ArcTrainConfig:
     rollout_cfg: float = 1.0
     rollout_cfg_interval: tuple[float, float] = (0.0, 1.0)
     label_balance: float = 0.0  # as in the diffusion stages (latent_data.item_weights)
+    # The LMDM stage's loss beside the adversarial one in generator steps (module docstring,
+    # step 5); its noise levels as that stage's ``timesteps``, its context dropout as above.
+    flow_weight: float = 0.0
+    flow_timesteps: str = "shifted-uniform"
+    flow_group_dropout: float = 0.1
+    moment_weight: float = 0.0  # the rollouts' channel statistics held to the data's (step 6)
     seed: int = 0
     checkpoint_minutes: float = 5.0
 
@@ -102,6 +124,18 @@ class ArcTrainConfig:
         if self.rollout_cfg < 1 or not 0 <= lo <= hi <= 1:
             raise ValueError(f"rollout_cfg {self.rollout_cfg} must be >= 1 and "
                              f"rollout_cfg_interval {self.rollout_cfg_interval} a range in [0, 1]")
+        if self.flow_weight < 0 or self.moment_weight < 0:
+            raise ValueError(f"flow_weight {self.flow_weight} and moment_weight "
+                             f"{self.moment_weight} must be >= 0 (0: leave the term out)")
+        _ = self.flow_config  # a DiffusionTrainConfig checks flow_timesteps
+
+    @property
+    def flow_config(self) -> DiffusionTrainConfig:
+        """The flow anchor's batch settings, in the LMDM stage's terms (make_batch)."""
+        return DiffusionTrainConfig(timesteps=self.flow_timesteps, cfg_dropout=self.cfg_dropout,
+                                    group_dropout=self.flow_group_dropout,
+                                    context_uncond=self.context_uncond,
+                                    context_partial=self.context_partial)
 
     @property
     def guidance(self) -> Guidance:
@@ -221,6 +255,28 @@ def self_rollout(lmdm: LMDM, cross: Tensor, glob: Tensor, context: Tensor, ks: l
     return torch.cat(chunks, -1)
 
 
+def flow_loss(lmdm: LMDM, x: Tensor, captions: list[str], cfg: ArcTrainConfig,
+              gen: torch.Generator) -> Tensor:
+    """The LMDM stage's loss on the real windows of ``x (B, C, s + n c)`` that end at each of
+    its n chunks (B n windows of s + c frames): the flow anchor (module docstring, step 5)."""
+    s, c = lmdm.config.stream.context_frames, lmdm.config.stream.block_frames
+    n = (x.shape[-1] - s) // c
+    windows = torch.cat([x[..., j * c:j * c + s + c] for j in range(n)])
+    batch = make_batch(windows, captions * n, "lmdm", lmdm.config, cfg.flow_config, gen)
+    v = DiTTrainee(lmdm)(batch.x_t, batch.t, batch.metadata, batch.drop_text,
+                         router=batch.router, input_add=batch.input_add, mask=batch.mask)
+    return weighted_loss(v, batch)[0]
+
+
+def moment_loss(fake: Tensor, real: Tensor) -> Tensor:
+    """Squared distance of the per-channel mean and standard deviation of ``fake`` from
+    ``real`` (both (B, C, T), statistics over batch and frames), averaged over channels: the
+    moment hold (module docstring, step 6)."""
+    mf, sf = fake.mean((0, 2)), fake.std((0, 2))
+    mr, sr = real.mean((0, 2)), real.std((0, 2))
+    return ((mf - mr).square() + (sf - sr).square()).mean()
+
+
 def _conditioning(lmdm: LMDM, metadata: list[dict], drop: Tensor) -> tuple[Tensor, Tensor]:
     out = lmdm.conditioner(metadata, "cpu")
     return out["cross_attn_cond"] * (~drop)[:, None, None], out["global_cond"]
@@ -323,6 +379,14 @@ def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
             d_fake = disc(fake_g, t_g, metadata, s)
             loss = F.softplus(d_real - d_fake).mean()
             values = {"loss_g": float(loss.detach())}
+            if cfg.flow_weight:
+                anchor = flow_loss(generator_model, torch.from_numpy(x), captions, cfg, gen)
+                loss = loss + cfg.flow_weight * anchor
+                values["loss_flow"] = float(anchor.detach())
+            if cfg.moment_weight:
+                held = moment_loss(fake_tail, real[..., s:])
+                loss = loss + cfg.moment_weight * held
+                values["loss_moment"] = float(held.detach())
             params, opt = g_params, g_opt
         else:
             rolled = metadata[1:] + metadata[:1]  # a rolled copy: item i gets item i+1's prompt
