@@ -84,11 +84,19 @@ def pipeline(tmp_path_factory):
     train_base(DiffusionTrainConfig(out=str(work / "base"), steps=2, **common))
     train_lmdm(DiffusionTrainConfig(out=str(work / "lmdm"), init=str(work / "base" / "release.pt"),
                                     steps=2, timesteps="shifted-uniform", **common))
-    train_arc(ArcTrainConfig(latents=str(work / "latents"), out=str(work / "arc"),
+    _tiny_arc(work, work / "arc")
+    return work
+
+
+def _tiny_arc(work: Path, out: Path, **options) -> list[dict]:
+    """Three tiny ARC steps (D warm-up, then G, D) from ``work``'s LMDM and base into ``out``;
+    the logged steps."""
+    train_arc(ArcTrainConfig(latents=str(work / "latents"), out=str(out),
                              init=str(work / "lmdm" / "release.pt"),
                              base=str(work / "base" / "release.pt"), steps=3, batch=2,
-                             rollout_chunks=2, feature_block=1, head_width=8, disc_warmup=1))
-    return work
+                             rollout_chunks=2, feature_block=1, head_width=8, disc_warmup=1,
+                             **options))
+    return [r for r in map(json.loads, (out / "log.jsonl").open()) if "phase" in r]
 
 
 # -- the codec's transforms --------------------------------------------------------------------
@@ -467,13 +475,7 @@ def test_arc_flow_anchor_trains_on_the_windows_ending_at_each_chunk(pipeline, tm
     torch.testing.assert_close(seen["windows"][4:], x[..., -(s + c):])  # the last chunk's
     monkeypatch.undo()
 
-    train_arc(ArcTrainConfig(latents=str(pipeline / "latents"), out=str(tmp_path / "arc"),
-                             init=str(pipeline / "lmdm" / "release.pt"),
-                             base=str(pipeline / "base" / "release.pt"), steps=3, batch=2,
-                             rollout_chunks=2, feature_block=1, head_width=8, disc_warmup=1,
-                             flow_weight=0.5))
-    steps = [json.loads(line) for line in (tmp_path / "arc" / "log.jsonl").open()]
-    steps = [r for r in steps if "phase" in r]
+    steps = _tiny_arc(pipeline, tmp_path / "arc", flow_weight=0.5)
     assert [("loss_flow" in r) for r in steps] == [r["phase"] == "G" for r in steps]
     assert all(r["loss_flow"] > 0 for r in steps if r["phase"] == "G")
     with pytest.raises(ValueError, match="flow_weight"):
@@ -488,26 +490,22 @@ def test_arc_moment_hold_measures_the_rollouts_channel_statistics_against_the_da
     squared offsets otherwise; logged in generator steps only."""
     from lmdm_export.train.arc import moment_loss
 
-    real = torch.randn(3, 4, 50, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(3, 4, 50, generator=gen)
     assert float(moment_loss(real.clone(), real)) == 0
-    shuffled = real.flatten(1)[:, torch.randperm(200)].reshape(3, 4, 50)  # mixes channels
-    assert float(moment_loss(real[..., torch.randperm(50)], real)) < 1e-10  # order-blind
+    reordered = real[..., torch.randperm(50, generator=gen)]
+    assert float(moment_loss(reordered, real)) < 1e-10  # blind to the order of frames
+    shuffled = real.flatten(1)[:, torch.randperm(200, generator=gen)].reshape(3, 4, 50)
     mean, std = real.mean((0, 2)), real.std((0, 2))
     wide = (real - mean[:, None]) * 1.5 + mean[:, None] + 0.2
     torch.testing.assert_close(moment_loss(wide, real),
                                (0.04 + (0.5 * std).square()).mean())
-    assert float(moment_loss(shuffled, real)) > 0
+    assert float(moment_loss(shuffled, real)) > 0  # channels mixed: their statistics move
     fake = wide.clone().requires_grad_()
     moment_loss(fake, real).backward()
     assert float(fake.grad.abs().sum()) > 0
 
-    train_arc(ArcTrainConfig(latents=str(pipeline / "latents"), out=str(tmp_path / "arc"),
-                             init=str(pipeline / "lmdm" / "release.pt"),
-                             base=str(pipeline / "base" / "release.pt"), steps=3, batch=2,
-                             rollout_chunks=2, feature_block=1, head_width=8, disc_warmup=1,
-                             moment_weight=1.0))
-    steps = [json.loads(line) for line in (tmp_path / "arc" / "log.jsonl").open()]
-    steps = [r for r in steps if "phase" in r]
+    steps = _tiny_arc(pipeline, tmp_path / "arc", moment_weight=1.0)
     assert [("loss_moment" in r) for r in steps] == [r["phase"] == "G" for r in steps]
     with pytest.raises(ValueError, match="moment_weight"):
         ArcTrainConfig(moment_weight=-0.1)
