@@ -105,6 +105,36 @@ def test_drum_patterns_fit_their_bars_and_groove_is_seeded():
     assert a == b and {v.name for v in a.voices} >= {"kick", "snare", "hats"}
 
 
+def test_hand_percussion_grooves_use_hand_keys_and_plan_under_their_label():
+    """The hand styles sound only GM keys 54-81 (no kit drums, no crash opening a phrase),
+    as two stems; the default corpus plans them as "percussion/<style>-<n>" pieces with the
+    percussion label and both splits; an unknown style is refused by name."""
+    from lmdm_export.data import default_config
+    from lmdm_export.data.config import DrumSource
+    from lmdm_export.data.drums import HAND_FILLS, HAND_STYLES, STYLES, bars_for, groove
+    from lmdm_export.data.plan import plan_corpus
+
+    assert len(HAND_STYLES) >= 6 and all(len(s) == 12 for f in HAND_FILLS for s in f.values())
+    for name in HAND_STYLES:
+        perf = groove(name, 110.0, bars_for(name, 110.0, 24.0), 0, np.random.default_rng(3))
+        keys = {n.pitch for v in perf.voices for n in v.notes}
+        assert keys and min(keys) >= 54 and 49 not in keys, (name, sorted(keys))
+        assert {v.name for v in perf.voices} <= {"hand-drums", "percussion"}
+        assert all(v.drums for v in perf.voices)
+    config = default_config()
+    jobs = [j for j in plan_corpus(config) if j.source == "percussion"]
+    assert len(jobs) == len(HAND_STYLES) * config.percussion.patterns_per_style
+    assert {j.style for j in jobs} == set(HAND_STYLES)
+    assert all(j.piece_id.startswith("percussion/") for j in jobs)
+    assert {v.label for j in jobs for v in j.variants} == {"percussion"}
+    assert {j.split for j in jobs} == {"train", "val"}
+    for job in jobs:
+        (v,) = job.variants
+        assert STYLES[job.style].bpm[0] <= v.bpm <= STYLES[job.style].bpm[1]
+    with pytest.raises(ValueError, match="unknown groove style.*conga"):
+        DrumSource(styles=("conga",))
+
+
 def test_only_cc0_files_of_a_dep5_file_are_listed(tmp_path):
     from lmdm_export.data.loops import cc0_files
 
@@ -144,11 +174,11 @@ def test_metadata_lines_validate_and_cover_every_source(smoke):
 
     config, out, summary, records = smoke
     assert summary.failed_pieces == {}
-    assert len(records) == summary.items == summary.rendered == 7
+    assert len(records) == summary.items == summary.rendered == 8
     for record in records:
         validate_record(record)
     assert {r["kind"] for r in records} == {"score", "drums", "loop"}
-    assert {r["label"] for r in records} == {"strings", "brass", "drums"}
+    assert {r["label"] for r in records} == {"strings", "brass", "drums", "percussion"}
     assert (out / "DATA_CARD.md").read_text().count("CC0") >= 1
 
 
@@ -191,7 +221,8 @@ def test_stems_are_aligned_with_and_sum_to_the_mix(smoke):
 
 def test_captions_carry_label_key_and_tempo(smoke):
     config, _, _, records = smoke
-    phrases = {label.name: label.caption for label in config.labels} | {"drums": "drum"}
+    phrases = {label.name: label.caption for label in config.labels} | {
+        "drums": "drum", "percussion": "percussion"}
     for record in records:
         caption = record["caption"]
         assert phrases[record["label"]] in caption, caption
@@ -218,13 +249,13 @@ def test_rerun_skips_and_an_interrupted_item_is_redone(smoke):
     config, out, _, records = smoke
     stamps = {p: p.stat().st_mtime_ns for p in (out / "audio").rglob("*.flac")}
     again = render_corpus(config, out)
-    assert (again.rendered, again.skipped, again.items) == (0, 7, 7)
+    assert (again.rendered, again.skipped, again.items) == (0, 8, 8)
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "audio").rglob("*.flac")}
 
     victim = records[0]["id"]  # as if the run had died between its audio and its record
     (out / "records" / f"{victim}.json").unlink()
     resumed = render_corpus(config, out)
-    assert (resumed.rendered, resumed.skipped, resumed.items) == (1, 6, 7)
+    assert (resumed.rendered, resumed.skipped, resumed.items) == (1, 7, 8)
     assert not list(out.rglob("*.tmp"))
 
 
@@ -234,7 +265,7 @@ def test_stereo_and_sample_rate_are_config_fields(tmp_path):
     from lmdm_export.data.records import read_jsonl
 
     config = dataclasses.replace(load_config(SMOKE), sample_rate=16000, channels=2, scores=(),
-                                 loops=None, audio_format="wav")
+                                 loops=None, percussion=None, audio_format="wav")
     summary = render_corpus(config, tmp_path)
     assert summary.items == 2
     for record in read_jsonl(tmp_path / "metadata.jsonl"):

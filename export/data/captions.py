@@ -26,5 +26,9 @@ def drum_caption(style: str, kit: str, bpm: float) -> str:
     return f"{style} drum groove, {kit} kit, {round(bpm)} bpm"
 
 
+def hand_percussion_caption(style: str, bpm: float) -> str:
+    return f"{style} groove, hand percussion, {round(bpm)} bpm"
+
+
 def loop_caption(phrase: str, bpm: float) -> str:
     return f"{phrase}, {round(bpm)} bpm"

@@ -94,7 +94,8 @@ class ScoreSource:
 
 @dataclass(frozen=True)
 class DrumSource:
-    """Procedural grooves on the GM drum kit (MIDI channel 10, bank 128)."""
+    """Procedural grooves on the GM drum kit (MIDI channel 10, bank 128): the drum-kit styles
+    as ``drums``, the hand-percussion styles as ``percussion`` (:mod:`lmdm_export.data.drums`)."""
 
     styles: tuple[str, ...] = ("rock", "funk", "shuffle", "waltz", "bossa", "disco", "hiphop",
                                "reggae", "swing", "march")
@@ -105,6 +106,15 @@ class DrumSource:
     label: str = "drums"
     timing_jitter_ms: float = 6.0
     velocity_jitter: int = 10
+
+    def __post_init__(self) -> None:
+        from lmdm_export.data.drums import STYLES
+
+        unknown = sorted(set(self.styles) - set(STYLES))
+        if unknown:
+            raise ValueError(f"unknown groove style(s) {unknown} (known: {', '.join(STYLES)})")
+        if not self.styles or self.patterns_per_style < 1:
+            raise ValueError("a groove source needs at least one style and one pattern per style")
 
 
 @dataclass(frozen=True)
@@ -153,6 +163,7 @@ class DataConfig:
     labels: tuple[LabelConfig, ...] = ()
     scores: tuple[ScoreSource, ...] = ()
     drums: DrumSource | None = None
+    percussion: DrumSource | None = None  # the hand-percussion grooves, under their own ids
     loops: LoopSource | None = None
     notes: tuple[str, ...] = field(default=())  # free text copied into DATA_CARD.md
 
@@ -176,8 +187,8 @@ class DataConfig:
             missing = set(source.labels) - known
             if missing:
                 raise ValueError(f"scores {source.name!r} uses undefined labels {sorted(missing)}")
-        if (self.scores or self.drums) and not self.soundfonts:
-            raise ValueError("rendering scores or drums needs at least one soundfont")
+        if (self.scores or self.drums or self.percussion) and not self.soundfonts:
+            raise ValueError("rendering scores or grooves needs at least one soundfont")
         sources = [s.name for s in self.scores]
         if len(set(sources)) != len(sources):
             raise ValueError(f"score source names must be unique, got {sources}")
@@ -187,6 +198,13 @@ class DataConfig:
             if soundfont.name == name:
                 return soundfont
         raise KeyError(name)
+
+    def groove_source(self, name: str) -> DrumSource:
+        """The groove source a job names: "drums" or "percussion"."""
+        source = {"drums": self.drums, "percussion": self.percussion}.get(name)
+        if source is None:
+            raise KeyError(name)
+        return source
 
     def loop(self, name: str) -> LoopInfo:
         for info in self.loops.loops if self.loops else ():

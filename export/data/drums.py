@@ -1,4 +1,4 @@
-"""Procedural drum grooves on the General MIDI kit (channel 10), one :class:`Performance` each.
+"""Procedural grooves on the General MIDI kit (channel 10), one :class:`Performance` each.
 
 A style is a few one-bar (bossa: two-bar) step patterns written as strings, one per kit piece:
 ``X`` accent, ``x`` normal hit, ``o`` ghost note, ``.`` rest. A groove strings bars of the
@@ -6,6 +6,13 @@ style's main and variation patterns into 4- or 8-bar phrases, ends phrases with 
 snare roll, or snare/tom mix) and opens the next phrase with a crash, then humanises: swing on
 the off-beat subdivisions, Gaussian timing jitter, velocity jitter. Kit pieces are grouped into
 voices (kick, snare, hats, toms, cymbals, percussion) which become the stems.
+
+Two families share the machinery. ``kit`` styles are drum-kit grooves (the "drums" label).
+``hand`` styles are Latin and Afro-Cuban hand-percussion grooves on the GM kit's keys 60-81
+(congas, bongos, timbales, agogo, claves, shakers, guiro, cuica, triangle; the "percussion"
+label beside the tabla and safari loops): their fills are conga, bongo and timbale runs, no
+crash opens a phrase, and the shakers and bells keep time through a fill as the kick and hats do
+in a kit groove. Voices: hand-drums and percussion.
 """
 
 from __future__ import annotations
@@ -26,8 +33,16 @@ KIT = {
     "floor2": (41, "toms"), "crash": (49, "cymbals"), "ride": (51, "cymbals"),
     "bell": (53, "cymbals"), "shaker": (70, "percussion"), "cowbell": (56, "percussion"),
     "tamb": (54, "percussion"), "clave": (75, "percussion"),
+    "bongo_hi": (60, "hand-drums"), "bongo_lo": (61, "hand-drums"),
+    "conga_mute": (62, "hand-drums"), "conga_open": (63, "hand-drums"),
+    "conga_lo": (64, "hand-drums"), "timbale_hi": (65, "hand-drums"),
+    "timbale_lo": (66, "hand-drums"), "agogo_hi": (67, "percussion"),
+    "agogo_lo": (68, "percussion"), "cabasa": (69, "percussion"), "guiro": (73, "percussion"),
+    "guiro_long": (74, "percussion"), "block_hi": (76, "percussion"),
+    "block_lo": (77, "percussion"), "cuica": (78, "percussion"), "cuica_open": (79, "percussion"),
+    "triangle": (80, "percussion"), "triangle_open": (81, "percussion"),
 }
-VOICE_ORDER = ("kick", "snare", "hats", "toms", "cymbals", "percussion")
+VOICE_ORDER = ("kick", "snare", "hats", "toms", "cymbals", "hand-drums", "percussion")
 VELOCITY = {"X": 118, "x": 92, "o": 42}
 KIT_NAMES = {0: "standard", 8: "room", 16: "power", 24: "electronic", 25: "TR-808",
              32: "jazz", 40: "brush", 48: "orchestral"}
@@ -35,9 +50,10 @@ KIT_NAMES = {0: "standard", 8: "room", 16: "power", 24: "electronic", 25: "TR-80
 
 @dataclass(frozen=True)
 class Style:
-    """A groove family: ``steps`` per beat, ``beats`` per bar; each pattern maps kit pieces to
+    """A groove style: ``steps`` per beat, ``beats`` per bar; each pattern maps kit pieces to
     step strings of ``steps * beats * bars`` characters. ``swing`` delays every second step by
-    that fraction of a step (0.33 ~ triplet feel on a straight 16th grid)."""
+    that fraction of a step (0.33 ~ triplet feel on a straight 16th grid). ``family`` is "kit"
+    or "hand" (module docstring)."""
 
     caption: str
     beats: int
@@ -46,6 +62,7 @@ class Style:
     patterns: tuple[dict[str, str], ...]
     swing: float = 0.0
     bars: int = 1
+    family: str = "kit"
 
 
 STYLES: dict[str, Style] = {
@@ -96,7 +113,61 @@ STYLES: dict[str, Style] = {
         {"kick": "x.......x.......", "snare": "X.xxX.x.X.xxX.x.", "crash": "........x......."},
         {"kick": "x.......x.......", "snare": "X.x.X.xxX.x.XxxX"},
     )),
+    # Hand percussion. Clave and bell lines are the usual ones of each style; conga, bongo and
+    # timbale parts are simplified (heel-toe as ghost notes, tones and slaps as hits/accents).
+    "tumbao": Style("conga tumbao", 4, 4, (88, 132), (
+        {"conga_mute": "o.x.X.o.o.x.....", "conga_open": "............X.X.",
+         "shaker": "xoxoxoxoxoxoxoxo", "clave": "x..x..x.....x.x."},
+        {"conga_mute": "o.x.X.o.o.x.X...", "conga_open": "..............XX",
+         "conga_lo": "......x.........", "shaker": "xoxoxoxoxoxoxoxo",
+         "clave": "..x.x...x..x..x."},
+    ), family="hand"),
+    "martillo": Style("bongo martillo", 4, 4, (90, 140), (
+        {"bongo_hi": "X.o.x.o.X.o.x...", "bongo_lo": "..............x.",
+         "guiro": "x.xxx.xxx.xxx.xx", "cowbell": "x...x...x...x..."},
+        {"bongo_hi": "X.o.x.o.X.o.x.o.", "bongo_lo": "......x.......x.",
+         "guiro_long": "x.......x.......", "guiro": "....x.xx....x.xx"},
+    ), family="hand"),
+    "bembe": Style("afro-cuban 6/8", 4, 3, (84, 126), (
+        {"agogo_hi": "x.x.xx.x.x.x", "conga_open": "..x..x..x..x", "conga_lo": "x.....x.....",
+         "shaker": "xooxooxooxoo"},
+        {"agogo_hi": "x.x.xx.x.x.x", "conga_mute": "o..o..o..o..", "conga_open": "..X.....X...",
+         "conga_lo": ".....x.....x", "cabasa": "x.xx.xx.xx.x"},
+    ), family="hand"),
+    "samba": Style("samba", 4, 4, (92, 132), (
+        {"conga_lo": "....X.......X...", "tamb": "xoxxxoxxxoxxxoxx",
+         "agogo_hi": "x..x..x...x.x...", "agogo_lo": "..x...x.x....x..",
+         "cuica": "..x....x..x....x"},
+        {"conga_lo": "x...X...x...X...", "tamb": "xoxxxoxxxoxxxoxx",
+         "agogo_hi": "x.x..x.x..x.x...", "cuica_open": "......x.......x."},
+    ), family="hand"),
+    "guaguanco": Style("rumba guaguanco", 4, 4, (92, 126), (
+        {"clave": "x..x...x..x.x...", "block_hi": "x.xx.x.xx.x.x.x.",
+         "conga_mute": "o.o.o.o.o.o.o.o.", "conga_open": "..........X..X.."},
+        {"clave": "x..x...x..x.x...", "block_lo": "x.xx.x.xx.x.x.x.",
+         "conga_mute": "o.o.o.o.o.o.o.o.", "conga_lo": "......x.....X..."},
+    ), family="hand"),
+    "mambo": Style("timbale mambo", 4, 4, (100, 150), (
+        {"timbale_hi": "x.xx.x.xx.x.x.x.", "cowbell": "x.x.x.x.x.x.x.x.",
+         "conga_mute": "o.x.X.o.o.x.....", "conga_open": "............X.X."},
+        {"timbale_hi": "x.xx.x.xx.x.x.x.", "timbale_lo": "......X.......X.",
+         "conga_open": "..............XX", "clave": "x..x..x.....x.x."},
+    ), family="hand"),
+    "nyabinghi": Style("nyabinghi hand drum", 4, 4, (70, 100), (
+        {"conga_lo": "X.......x.......", "bongo_hi": "..x...x...x...x.",
+         "shaker": "x.x.x.x.x.x.x.x."},
+        {"conga_lo": "X.......X.......", "bongo_hi": "..x.o.x...x.o.x.",
+         "bongo_lo": "....x.......x...", "shaker": "x.x.x.x.x.x.x.x."},
+    ), family="hand"),
+    "baiao": Style("baiao", 4, 4, (90, 130), (
+        {"triangle": "x.xxx.xxx.xxx.xx", "triangle_open": "..x...x...x...x.",
+         "conga_lo": "X..x....X..x....", "bongo_lo": "....x.......x..."},
+        {"triangle": "x.xxx.xxx.xxx.xx", "triangle_open": "..x...x...x...x.",
+         "conga_lo": "X..x...xX..x....", "guiro": "x.x.x.x.x.x.x.x."},
+    ), family="hand"),
 }
+KIT_STYLES = tuple(name for name, style in STYLES.items() if style.family == "kit")
+HAND_STYLES = tuple(name for name, style in STYLES.items() if style.family == "hand")
 
 FILLS = (
     {"tom1": "....xx......", "tom2": "......xx....", "tom3": "........xx..",
@@ -105,12 +176,23 @@ FILLS = (
     {"snare": "....x.x.x.x.", "tom1": ".....x......", "tom3": ".......x....",
      "floor": ".........x.x"},
 )
+HAND_FILLS = (
+    {"conga_open": "....xx......", "conga_mute": "......xx....", "conga_lo": "........xxxx"},
+    {"bongo_hi": "..xxxxxx....", "bongo_lo": "........xxxx"},
+    {"timbale_hi": "....x.x.x...", "timbale_lo": ".....x.x.x.x"},
+)
+# What keeps time through a fill (the fill replaces the other pieces from mid-bar on).
+KIT_TIMEKEEPERS = ("kick", "hat", "pedal")
+HAND_TIMEKEEPERS = ("shaker", "tamb", "cabasa", "guiro", "guiro_long", "agogo_hi", "agogo_lo",
+                    "clave", "cowbell", "triangle", "triangle_open", "block_hi", "block_lo")
 
 
 def groove(style_name: str, bpm: float, bars: int, kit: int, rng: np.random.Generator, *,
            timing_jitter_ms: float = 6.0, velocity_jitter: int = 10) -> Performance:
     """``bars`` bars (a multiple of 4) of ``style_name`` at ``bpm`` beats per minute."""
     style = STYLES[style_name]
+    hand = style.family == "hand"
+    fills, timekeepers = (HAND_FILLS, HAND_TIMEKEEPERS) if hand else (FILLS, KIT_TIMEKEEPERS)
     step_s = 60.0 / bpm / style.steps
     bar_steps = style.beats * style.steps
     phrase = int(rng.choice((4, 8)))
@@ -128,18 +210,18 @@ def groove(style_name: str, bpm: float, bars: int, kit: int, rng: np.random.Gene
         pattern = main if not variations or rng.random() < 0.6 else variations[
             int(rng.integers(len(variations)))]
         offset = (bar % style.bars) * bar_steps
-        fill = FILLS[int(rng.integers(len(FILLS)))] if last_of_phrase else None
+        fill = fills[int(rng.integers(len(fills)))] if last_of_phrase else None
         fill_from = bar_steps // 2 if fill else bar_steps
         for piece, steps in pattern.items():
             for step, char in enumerate(steps[offset:offset + bar_steps]):
-                if char in VELOCITY and (step < fill_from or piece in ("kick", "hat", "pedal")):
+                if char in VELOCITY and (step < fill_from or piece in timekeepers):
                     add(piece, step, VELOCITY[char], bar)
         if fill:
             for piece, steps in fill.items():
                 for step, char in enumerate(_stretch(steps, bar_steps)):
                     if char in VELOCITY and step >= fill_from:
                         add(piece, step, VELOCITY[char] - 10 + step * 2, bar)
-        if bar % phrase == 0 and bar > 0:
+        if bar % phrase == 0 and bar > 0 and not hand:
             add("crash", 0, VELOCITY["X"], bar)
 
     length = bars * bar_steps * step_s

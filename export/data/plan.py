@@ -41,7 +41,7 @@ class Job:
     """One piece and its variants: the unit of work of a worker process (parsed once)."""
 
     kind: str  # "score" | "drums" | "loop"
-    source: str  # ScoreSource name, "drums" or "loops"
+    source: str  # ScoreSource name, "drums", "percussion" or "loops"
     piece_id: str
     split: str
     variants: tuple[Variant, ...]
@@ -76,13 +76,14 @@ def plan_corpus(config: DataConfig, limit: int | None = None) -> list[Job]:
         for ref in _sample(refs, cap, config.seed):
             ref = PieceRef(ref.source, safe_id(ref.piece_id), ref.corpus_path, ref.number)
             jobs.append(_score_job(config, source, ref))
-    if config.drums is not None:
-        drums = config.drums
-        per_style = drums.patterns_per_style if limit is None else min(
-            drums.patterns_per_style, max(1, limit // len(drums.styles)))
+    for name, grooves in (("drums", config.drums), ("percussion", config.percussion)):
+        if grooves is None:
+            continue
+        per_style = grooves.patterns_per_style if limit is None else min(
+            grooves.patterns_per_style, max(1, limit // len(grooves.styles)))
         for index in range(per_style):
-            for style in drums.styles:
-                jobs.append(_drum_job(config, style, index))
+            for style in grooves.styles:
+                jobs.append(_drum_job(config, name, style, index))
     if config.loops is not None:
         loops = config.loops.loops if limit is None else config.loops.loops[:limit]
         jobs.extend(_loop_job(config, info.name, info.label) for info in loops)
@@ -119,16 +120,17 @@ def _score_job(config: DataConfig, source, ref: PieceRef) -> Job:
                split_of(config.seed, ref.piece_id, config.val_fraction), variants, ref=ref)
 
 
-def _drum_job(config: DataConfig, style: str, index: int) -> Job:
-    drums = config.drums
-    piece_id = f"drums/{style}-{index:03d}"
+def _drum_job(config: DataConfig, source: str, style: str, index: int) -> Job:
+    """One groove of ``source`` ("drums" or "percussion", also the piece id's folder)."""
+    drums = config.groove_source(source)
+    piece_id = f"{source}/{style}-{index:03d}"
     rng = piece_rng(config.seed, piece_id)
     lo = max(drums.bpm_range[0], STYLES[style].bpm[0])
     hi = min(drums.bpm_range[1], STYLES[style].bpm[1])
     variant = Variant(item_id=f"{piece_id}--v0", seed=int(rng.integers(2**31)), label=drums.label,
                       soundfont=_soundfont(config, rng), bpm=float(rng.uniform(lo, max(lo, hi))),
                       kit=int(rng.choice(drums.kits)))
-    return Job("drums", "drums", piece_id, split_of(config.seed, piece_id, config.val_fraction),
+    return Job("drums", source, piece_id, split_of(config.seed, piece_id, config.val_fraction),
                (variant,), style=style)
 
 
