@@ -52,8 +52,8 @@ KIT_NAMES = {0: "standard", 8: "room", 16: "power", 24: "electronic", 25: "TR-80
 class Style:
     """A groove style: ``steps`` per beat, ``beats`` per bar; each pattern maps kit pieces to
     step strings of ``steps * beats * bars`` characters. ``swing`` delays every second step by
-    that fraction of a step (0.33 ~ triplet feel on a straight 16th grid). ``family`` is "kit"
-    or "hand" (module docstring)."""
+    that fraction of a step (0.33 ~ triplet feel on a straight 16th grid). ``family`` is a key of
+    :data:`FAMILIES`, "kit" or "hand" (module docstring)."""
 
     caption: str
     beats: int
@@ -166,7 +166,6 @@ STYLES: dict[str, Style] = {
          "conga_lo": "X..x...xX..x....", "guiro": "x.x.x.x.x.x.x.x."},
     ), family="hand"),
 }
-KIT_STYLES = tuple(name for name, style in STYLES.items() if style.family == "kit")
 HAND_STYLES = tuple(name for name, style in STYLES.items() if style.family == "hand")
 
 FILLS = (
@@ -181,18 +180,32 @@ HAND_FILLS = (
     {"bongo_hi": "..xxxxxx....", "bongo_lo": "........xxxx"},
     {"timbale_hi": "....x.x.x...", "timbale_lo": ".....x.x.x.x"},
 )
-# What keeps time through a fill (the fill replaces the other pieces from mid-bar on).
-KIT_TIMEKEEPERS = ("kick", "hat", "pedal")
-HAND_TIMEKEEPERS = ("shaker", "tamb", "cabasa", "guiro", "guiro_long", "agogo_hi", "agogo_lo",
-                    "clave", "cowbell", "triangle", "triangle_open", "block_hi", "block_lo")
+
+
+@dataclass(frozen=True)
+class Family:
+    """How a style family phrases: its ``fills``, the ``timekeepers`` that go on playing
+    through a fill (which replaces the other pieces from mid-bar on), and whether a ``crash``
+    opens each phrase after the first."""
+
+    fills: tuple[dict[str, str], ...]
+    timekeepers: tuple[str, ...]
+    crash: bool
+
+
+FAMILIES = {
+    "kit": Family(FILLS, ("kick", "hat", "pedal"), crash=True),
+    "hand": Family(HAND_FILLS, ("shaker", "tamb", "cabasa", "guiro", "guiro_long", "agogo_hi",
+                                "agogo_lo", "clave", "cowbell", "triangle", "triangle_open",
+                                "block_hi", "block_lo"), crash=False),
+}
 
 
 def groove(style_name: str, bpm: float, bars: int, kit: int, rng: np.random.Generator, *,
            timing_jitter_ms: float = 6.0, velocity_jitter: int = 10) -> Performance:
     """``bars`` bars (a multiple of 4) of ``style_name`` at ``bpm`` beats per minute."""
     style = STYLES[style_name]
-    hand = style.family == "hand"
-    fills, timekeepers = (HAND_FILLS, HAND_TIMEKEEPERS) if hand else (FILLS, KIT_TIMEKEEPERS)
+    family = FAMILIES[style.family]
     step_s = 60.0 / bpm / style.steps
     bar_steps = style.beats * style.steps
     phrase = int(rng.choice((4, 8)))
@@ -210,18 +223,18 @@ def groove(style_name: str, bpm: float, bars: int, kit: int, rng: np.random.Gene
         pattern = main if not variations or rng.random() < 0.6 else variations[
             int(rng.integers(len(variations)))]
         offset = (bar % style.bars) * bar_steps
-        fill = fills[int(rng.integers(len(fills)))] if last_of_phrase else None
+        fill = family.fills[int(rng.integers(len(family.fills)))] if last_of_phrase else None
         fill_from = bar_steps // 2 if fill else bar_steps
         for piece, steps in pattern.items():
             for step, char in enumerate(steps[offset:offset + bar_steps]):
-                if char in VELOCITY and (step < fill_from or piece in timekeepers):
+                if char in VELOCITY and (step < fill_from or piece in family.timekeepers):
                     add(piece, step, VELOCITY[char], bar)
         if fill:
             for piece, steps in fill.items():
                 for step, char in enumerate(_stretch(steps, bar_steps)):
                     if char in VELOCITY and step >= fill_from:
                         add(piece, step, VELOCITY[char] - 10 + step * 2, bar)
-        if bar % phrase == 0 and bar > 0 and not hand:
+        if family.crash and bar % phrase == 0 and bar > 0:
             add("crash", 0, VELOCITY["X"], bar)
 
     length = bars * bar_steps * step_s
