@@ -19,4 +19,5 @@ violin|violin air in A minor, 96 bpm
 accordion|accordion folk tune in G major, 112 bpm
 drums|rock drum groove, standard kit, 100 bpm
 electronic|electronic techno loop, 128 bpm
+percussion|conga tumbao groove, hand percussion, 104 bpm
 PROMPTS
