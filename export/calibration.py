@@ -5,10 +5,10 @@ log-magnitude offset per bin, added to the decoded magnitudes at synthesis. It i
 the mean power per bin of real clips resynthesised by the codec (encoded, decoded with the
 decode-time settings being exported, Griffin-Lim iterations included) equals that of the clips
 themselves: a systematic, per-frequency bias of the decoder, taken out the way a measured
-frequency response is equalised. Measured on the default model (docs/default-model.md, session
-13) the uncalibrated codec's output was 4-7 dB short above 4 kHz; calibrated, the Fréchet
-distance of real clips through the codec fell from 4.65x real-vs-real to 3.21x, and that of
-generated clips from 3.68x to 2.57x.
+frequency response is equalised. Measured on the default model
+(docs/default-model-history.md, session 13) the uncalibrated codec's output was 4-7 dB short
+above 4 kHz; calibrated, the Fréchet distance of real clips through the codec fell from 4.65x
+real-vs-real to 3.21x, and that of generated clips from 3.68x to 2.57x.
 
 The fit uses clips of the corpus' *train* split (one centred crop per item, the items in a seeded
 order), never the validation pieces the evaluation scores on. The overlap-add and Griffin-Lim

@@ -20,13 +20,14 @@ stage arc configs/train/arc.toml
 # by eval), and the shipped form. On the default corpus the fine-tuned LMDM with guidance beats
 # the ARC-forced model in FD and adherence (session 18: 99 % and 3.31x real-vs-real against
 # 97 % and 3.90x; docs/default-model.md), so it ships: int8 (text encoder per channel),
-# 8 steps, CFG 3 (6 Euler steps: 4 % less adherence for 30 % more speed; docs/default-model.md).
+# 8 steps, CFG 3 (6 Euler steps: 4 % less adherence for 30 % more speed;
+# docs/default-model-history.md).
 # Every decoder refines the peak-locked phase with one Griffin-Lim iteration (the codec's FD
 # ceiling 7.1x -> 4.8x real-vs-real, for 20 ms more per block on the decoder's own thread).
 # The fine-tune samples with ab2 (second-order Adams-Bashforth, one network call per step like
 # Euler) on Stable Audio Open's logSNR -6..2: quick eval of the shipped form, FD 7.5x (Euler)
-# -> 3.7x real-vs-real (docs/default-model.md). Its last step (t = 0.27) goes unguided: the
-# guidance interval [0.45, 1] keeps the quality, lowers the level and runs faster at batch 1.
+# -> 3.7x real-vs-real (docs/default-model-history.md). Its last step (t = 0.27) goes
+# unguided: the guidance interval [0.45, 1] keeps the quality, lowers the level and runs faster at batch 1.
 # Every decoder is calibrated on the corpus' train split (a gain per frequency bin, so real audio
 # comes back through the codec at its own spectral balance; session 13's quick eval of the same
 # weights: FD 3.27x -> 2.60x real-vs-real, the codec's own 4.36x -> 3.10x).

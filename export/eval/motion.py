@@ -8,7 +8,7 @@ to frame, which no listener hears. Note changes, onsets, vibrato, bow and breath
 it; a held chord or a smoothed spectrogram does not. It is a diagnostic, not a quality score:
 white noise moves a lot (its band powers fluctuate frame by frame), silence not at all. Set
 beside the real clips' figure it shows whether a codec or a generator renders the music too
-still (docs/default-model.md, session 7).
+still (docs/default-model-history.md, session 7).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ rate.
 Phase comes one of two ways (``StftCodecConfig.phase``):
 
 * ``"learned"``: the decoder's head predicts it per bin and frame (Vocos). Trained by the
-  MR-STFT distance alone, this stalled on the polyphonic corpus (docs/default-model.md);
+  MR-STFT distance alone, this stalled on the polyphonic corpus (docs/default-model-history.md);
 * ``"peak-locked"``: a phase vocoder. Every bin takes the frequency of the strongest bin within
   ``PEAK_REACH`` bins of it, refined by a parabola through that peak's log-magnitude and its two
   neighbours, and its phase advances by that frequency times the hop from frame to frame
@@ -26,7 +26,7 @@ forward STFT, keep the decoded magnitudes, momentum 0.99). Peak-locking gives ev
 peak's region one frequency, which is right for a steady partial and wrong for its skirts, for
 onsets and for noise (rendered as clusters of steady partials); two iterations take most of that
 back (measured: the Fréchet distance of real clips resynthesised from their true magnitudes
-falls from 4.0x real-vs-real to 1.6x, docs/default-model.md). It changes the audio only: the
+falls from 4.0x real-vs-real to 1.6x, docs/default-model-history.md). It changes the audio only: the
 phase the streaming decoder carries stays the peak-locked one, so streams still continue across
 decodes, and each iteration widens the decoder's reach by one FFT window.
 
@@ -41,8 +41,8 @@ codec, nothing runs at decode but one transposed convolution per latent frame, t
 inverse STFT, and the decoder's reach is the overlap-add and the phase iterations alone. With
 128 components (``configs/train/codec-linear.toml``) a classifier trained on real audio tells
 its output from real audio far less well than that of the default model's trained 32-component
-codec with branches; the default DiT recipe samples its latents worse (docs/default-model.md,
-session 8).
+codec with branches; the default DiT recipe samples its latents worse
+(docs/default-model-history.md, session 8).
 
 Both transforms are convolutions with fixed DFT bases (``stft_basis``), so they export to plain
 ONNX (Conv / ConvTranspose) and stream: the STFT pads ``(n_fft - hop) / 2`` zeros per side and

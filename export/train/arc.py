@@ -21,7 +21,7 @@ Per optimiser step, for a batch of real latent sequences ``X`` of ``s + n c`` fr
    add the fine-tune's own loss (rectified flow on the target block, routing and dropouts as
    the LMDM stage) on real windows ending at each rolled-out chunk, weighted by
    ``flow_weight``. The adversarial term alone moved this small model away from the data
-   wherever the discriminator did not look (docs/default-model.md, ARC-Forcing).
+   wherever the discriminator did not look (docs/default-model-history.md, session 16).
 6. **Moment hold** (``moment_weight``, not in the reference; 0 leaves it out): generator steps
    add the squared distance between the rolled-out chunks' per-channel mean and standard
    deviation and the real continuation's (over batch and frames), the ``spread`` the log

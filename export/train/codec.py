@@ -102,7 +102,7 @@ class CodecTrainConfig:
     disc_frames: int = 64  # STFT frames of each crop the discriminator sees (random window)
     # Gaussian noise added to the latents before decoding, in units of the latent statistics
     # (what the DiT sees), meant to make the decoder tolerate the generator's errors (on the
-    # default model it did not: docs/default-model.md, session 7). Needs `init` (a fresh
+    # default model it did not: docs/default-model-history.md, session 7). Needs `init` (a fresh
     # codec's statistics are not set yet).
     latent_noise: float = 0.0
 

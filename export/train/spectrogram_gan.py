@@ -3,7 +3,7 @@
 The codec's decoder is trained to regress log-magnitudes (``log_magnitude_distance``), and a
 regression of what the latents leave uncertain returns its mean: partials' skirts, noise and
 onsets come out smooth, which a classifier trained on real renders tells apart easily
-(docs/default-model.md: the codec's magnitudes with the true phase are 4.3x real-vs-real in
+(docs/default-model-history.md: the codec's magnitudes with the true phase are 4.3x real-vs-real in
 Fréchet distance). A discriminator on the spectrogram asks the decoder for magnitudes that look
 drawn from real audio instead (MelGAN / HiFi-GAN / Vocos do the same with waveform and
 spectrogram discriminators; here the decoder's output is the codec grid's log-magnitudes, so
