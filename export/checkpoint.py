@@ -252,6 +252,14 @@ def config_from_sat(model_config: Mapping, *,
                        stream=_stream(model_config, autoencoder.downsampling_ratio))
 
 
+def autoencoder_from_sat(model_config: Mapping) -> OobleckConfig:
+    """The VAE config alone of a ``model_config.json`` dict (no text encoder needed)."""
+    _require(model_config.get("model_type") == "diffusion_cond",
+             f"model_type {model_config.get('model_type')!r} is not supported "
+             "(need diffusion_cond)")
+    return _autoencoder(model_config["model"]["pretransform"], model_config["sample_rate"])
+
+
 def load_checkpoint(model_config_path: str | Path, weights_path: str | Path, *,
                     text_encoder_dirs: Mapping[str, str] | None = None) -> LMDM:
     """Build the model from ``model_config.json`` and load ``weights_path`` strictly."""

@@ -1,8 +1,10 @@
 """Release files of the default-model training stages: what ``lmdm-bridge export`` reads.
 
-A release (``runs/<stage>/release.pt``) is one ``torch.save`` dict, self-contained: the DiT and
-conditioner weights, the codec (config and weights) and the :class:`DefaultGeometry` that
-rebuilds the :class:`~lmdm_export.model.lmdm.ModelConfig`. Training checkpoints
+A release (``runs/<stage>/release.pt``) is one ``torch.save`` dict, self-contained. For the
+default family: the DiT and conditioner weights, the codec (config and weights) and the
+:class:`DefaultGeometry` that rebuilds the :class:`~lmdm_export.model.lmdm.ModelConfig`; for the
+SAO family (an Oobleck VAE, :mod:`lmdm_export.train.model_source`): the stable-audio-tools
+``model_config`` and the whole state dict. Training checkpoints
 (``checkpoint.pt``: optimisers, RNGs, step) are separate and never exported.
 """
 
@@ -37,19 +39,37 @@ def geometry_of(config: ModelConfig) -> DefaultGeometry:
 
 
 def release_payload(model: LMDM, *, stage: str, steps: int) -> dict:
-    """The release dict of ``model`` (its autoencoder must be the trained STFT codec)."""
+    """The release dict of ``model``: a default-family model (STFT codec) keeps its parts and
+    geometry; a SAO-family model (Oobleck VAE) its stable-audio-tools ``model_config`` and whole
+    state dict (:mod:`lmdm_export.train.model_source`)."""
     if stage not in STAGES:
         raise ValueError(f"stage {stage!r} is not one of {STAGES}")
-    if not isinstance(model.autoencoder, StftCodec):
-        raise ValueError("releases hold default-family models (STFT codec); SAO-style models "
-                         "are exported from their stable-audio-tools checkpoints")
     stream = model.config.stream
-    return {"kind": RELEASE_KIND, "stage": stage, "steps": steps,
-            "pattern": stream.pattern if stream else "block-causal",
-            "geometry": asdict(geometry_of(model.config)),
+    head = {"kind": RELEASE_KIND, "stage": stage, "steps": steps,
+            "pattern": stream.pattern if stream else "block-causal"}
+    if not isinstance(model.autoencoder, StftCodec):
+        from lmdm_export.checkpoint import to_sat_config
+
+        # to_sat_config names a T5 encoder by its folder; the release keeps where that is.
+        t5 = {Path(spec.params.model_dir).name: spec.params.model_dir
+              for spec in model.config.conditioning.conditioners if spec.type == "t5"}
+        return {**head, "family": "sao", "model_config": to_sat_config(model.config),
+                "text_encoders": t5, "state_dict": model.state_dict()}
+    return {**head, "family": "default", "geometry": asdict(geometry_of(model.config)),
             "codec": {"config": asdict(model.autoencoder.config),
                       "state_dict": model.autoencoder.state_dict()},
             "dit": model.dit.state_dict(), "conditioner": model.conditioner.state_dict()}
+
+
+def release_state(payload: dict) -> dict:
+    """Every tensor of a release under our key names (``dit.``, ``conditioner.``,
+    ``autoencoder.``), whichever family."""
+    if payload.get("family") == "sao":
+        return dict(payload["state_dict"])
+    state = {f"dit.{k}": v for k, v in payload["dit"].items()}
+    state.update({f"conditioner.{k}": v for k, v in payload["conditioner"].items()})
+    state.update({f"autoencoder.{k}": v for k, v in payload["codec"]["state_dict"].items()})
+    return state
 
 
 def is_release(path: str | Path) -> bool:
@@ -74,6 +94,11 @@ def load_release(path: str | Path) -> dict:
 def release_model_config(payload: dict) -> ModelConfig:
     from lmdm_export.data.config import from_dict
 
+    if payload.get("family") == "sao":
+        from lmdm_export.checkpoint import config_from_sat
+
+        return config_from_sat(payload["model_config"],
+                               text_encoder_dirs=payload.get("text_encoders", {}))
     geometry = from_dict(DefaultGeometry, payload["geometry"])
     return default_model_config(geometry, streaming=payload["stage"] != "base",
                                 pattern=payload["pattern"],
@@ -84,9 +109,7 @@ def load_release_model(path: str | Path) -> tuple[LMDM, dict]:
     """The whole LMDM (conditioners, DiT, codec) of a release, in eval mode, and its payload."""
     payload = load_release(path)
     model = LMDM(release_model_config(payload))
-    model.conditioner.load_state_dict(payload["conditioner"])
-    model.dit.load_state_dict(payload["dit"])
-    model.autoencoder.load_state_dict(payload["codec"]["state_dict"])
+    model.load_state_dict(release_state(payload))
     return model.eval(), payload
 
 

@@ -76,6 +76,26 @@ def test_the_stages_of_a_recipe_chain_into_each_other(recipe):
             assert base["codec"] != default_base["codec"]
 
 
+SAO_SMALL = ROOT / "configs" / "sao-small"
+
+
+@pytest.mark.parametrize("stage", ["lmdm", "arc"])
+def test_the_sao_small_recipe_loads(stage):
+    _, cfg = load_stage_config(stage, SAO_SMALL / f"{stage}.toml")
+    assert Path(cfg.out).parts[0] == "runs"
+    assert cfg.out != _raw(ROOT / "configs" / "train" / f"{stage}.toml")["out"]
+
+
+def test_the_sao_small_recipe_chains_from_the_checkpoint():
+    """The LMDM fine-tunes the checkpoint; ARC starts from that LMDM, its discriminator from
+    the checkpoint, on the same latents."""
+    lmdm, arc = _raw(SAO_SMALL / "lmdm.toml"), _raw(SAO_SMALL / "arc.toml")
+    assert "init" not in lmdm and lmdm["model"] and lmdm["weights"]
+    assert arc["init"] == f"{lmdm['out']}/release.pt" and arc["latents"] == lmdm["latents"]
+    assert (arc["base_model"], arc["base"]) == (lmdm["model"], lmdm["weights"])
+    assert arc["text_encoders"] == lmdm["text_encoders"]
+
+
 def test_a_decoder_fine_tune_has_the_geometry_of_the_codec_it_starts_from():
     """`init` must be a codec of the config's own [codec] geometry (else the weights do not
     fit); decoder-gan.toml kept 32 latent channels for a session after the default went to 64."""

@@ -1,5 +1,6 @@
 """Glue for ``lmdm-bridge data render --config FILE --out DIR [--limit N]`` and
-``lmdm-bridge data encode --codec FILE --corpus DIR --out DIR [--stems] [--limit N]``.
+``lmdm-bridge data encode (--codec FILE | --model M --weights FILE) --corpus DIR --out DIR
+[--stems] [--limit N]``.
 
 The runtime CLI registers the subcommand and calls :func:`main` with its parsed arguments; this
 module only turns them into a :func:`render_corpus` call and reports through logging.
@@ -54,15 +55,23 @@ def main(args: argparse.Namespace) -> int:
 def _encode(args: argparse.Namespace) -> int:
     from lmdm_export.train.latents import encode_corpus
 
-    if args.codec is None or args.corpus is None:
-        raise ValueError("data encode needs --codec (a released codec, e.g. "
-                         "runs/codec/release.pt) and --corpus (a rendered corpus folder)")
-    if not args.codec.exists():
+    model, weights = getattr(args, "model", None), getattr(args, "weights", None)
+    if args.corpus is None or (args.codec is None) == (model is None):
+        raise ValueError("data encode needs --corpus (a rendered corpus folder) and either "
+                         "--codec (a released codec, e.g. runs/codec/release.pt) or --model "
+                         "with --weights (a stable-audio-tools model's VAE)")
+    if model is not None:
+        if weights is None:
+            raise ValueError(f"--model {model} needs --weights: the checkpoint whose VAE encodes "
+                             "the corpus (and whose model the diffusion stages then train)")
+        if not weights.exists():
+            raise FileNotFoundError(f"weights {weights} not found")
+    elif not args.codec.exists():
         raise FileNotFoundError(f"codec {args.codec} not found: train it first with "
                                 "`lmdm-bridge train autoencoder --config "
                                 "configs/train/autoencoder.toml`")
     started = time.monotonic()
     out = encode_corpus(args.codec, args.corpus, args.out, stems=args.stems,
-                        limit=getattr(args, "limit", None))
+                        limit=getattr(args, "limit", None), model=model or "", weights=weights)
     log.info("latents in %s in %.0f s", out, time.monotonic() - started)
     return 0

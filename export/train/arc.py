@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from lmdm_export.model.dit import DiffusionTransformer
 from lmdm_export.model.lmdm import LMDM
 from lmdm_export.model.transformer import KV
+from lmdm_export.presets import DefaultGeometry
 from lmdm_export.release import load_release_model, release_payload
 from lmdm_export.rollout import BlockCausalSession, Guidance, make_conditioning
 from lmdm_export.sampling import logsnr_schedule
@@ -66,6 +67,7 @@ from lmdm_export.train.diffusion import (
     weighted_loss,
 )
 from lmdm_export.train.latent_data import WindowSampler, load_latents
+from lmdm_export.train.model_source import init_from_weights, source_config, stage_config
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,11 @@ class ArcTrainConfig:
     out: str = "runs/arc"
     init: str = "runs/lmdm/release.pt"  # the fine-tuned LMDM (the generator starts here)
     base: str = "runs/base/release.pt"  # the discriminator's DiT starts from the base model
+    # With `base_model` (a preset or a stable-audio-tools model_config.json), `base` is that
+    # model's weights file instead of a release: e.g. Stable Audio Open Small's own checkpoint,
+    # the base an LMDM fine-tuned from it started from (lmdm_export.train.model_source).
+    base_model: str = ""
+    text_encoders: dict[str, str] = field(default_factory=dict)
     steps: int = 400  # optimiser steps, generator and discriminator together
     schedule: str = "GD"
     # Discriminator-only steps before the schedule starts (counted in ``steps``): a generator
@@ -290,6 +297,27 @@ def _load(path: str) -> tuple[LMDM, dict]:
     return model, payload
 
 
+def _load_base(cfg: ArcTrainConfig) -> LMDM:
+    """The base model the discriminator's trunk starts from: a base-stage release, or
+    ``base_model``'s stable-audio-tools weights ``base``."""
+    if not cfg.base_model:
+        model, payload = _load(cfg.base)
+        if payload["stage"] != "base":
+            raise ValueError(f"{cfg.base} is not a base-stage release (or set `base_model` to "
+                             "read it as a stable-audio-tools checkpoint)")
+        return model
+    config = stage_config(source_config(cfg.base_model, cfg.text_encoders), "base",
+                          pattern="block-causal", geometry=DefaultGeometry())
+    model = LMDM(config)
+    kept = init_from_weights(model, cfg.base)
+    if kept:
+        raise ValueError(f"{cfg.base} does not hold the whole base model {cfg.base_model} "
+                         f"({len(kept)} tensors missing, e.g. {kept[0]})")
+    prompt = model.conditioner.conditioners["prompt"]
+    prompt.encoder = CachedEncoder(prompt.encoder)
+    return model.eval()
+
+
 def _average_gradients(params: list[Tensor], d: loop.Dist) -> None:
     if d.world == 1:
         return
@@ -313,9 +341,7 @@ def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
     if payload["stage"] not in ("lmdm", "arc") or payload["pattern"] != "block-causal":
         raise ValueError(f"{cfg.init} is a {payload['stage']} ({payload['pattern']}) release: ARC "
                          "needs a block-causal LMDM from `lmdm-bridge train lmdm`")
-    base_model, base_payload = _load(cfg.base)
-    if base_payload["stage"] != "base":
-        raise ValueError(f"{cfg.base} is not a base-stage release")
+    base_model = _load_base(cfg)
     generator_model.train()
     disc = Discriminator(base_model.train(), cfg.feature_block, cfg.head_width)
     stream = generator_model.config.stream

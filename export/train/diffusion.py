@@ -28,6 +28,7 @@ builds the whole bundle from it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -44,11 +45,17 @@ from lmdm_export.model.lmdm import LMDM, ModelConfig
 from lmdm_export.model.masks import window_mask
 from lmdm_export.model.stft_codec import StftCodecConfig
 from lmdm_export.presets import DefaultGeometry, default_model_config
-from lmdm_export.release import load_release, release_payload
+from lmdm_export.release import load_release, release_payload, release_state
 from lmdm_export.train import loop
 from lmdm_export.train.codec import read_codec_release
 from lmdm_export.train.latent_data import LatentSet, WindowSampler, fixed_windows, load_latents
 from lmdm_export.train.latents import codec_fingerprint
+from lmdm_export.train.model_source import (
+    init_from_state,
+    init_from_weights,
+    source_config,
+    stage_config,
+)
 
 log = logging.getLogger(__name__)
 BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -58,9 +65,16 @@ TIMESTEP_MODES = ("logit-normal", "shifted-uniform")
 @dataclass(frozen=True)
 class DiffusionTrainConfig:
     latents: str = "data/latents"
-    codec: str = "runs/codec/release.pt"
+    codec: str = "runs/codec/release.pt"  # the default family's codec release
     out: str = "runs/base"
     init: str | None = None  # lmdm: the base stage's release.pt
+    # The SAO family (lmdm_export.train.model_source): a preset ("sao-small", "tiny") or a
+    # stable-audio-tools model_config.json, initialised from `weights`; "" = the default family.
+    model: str = ""
+    weights: str | None = None
+    text_encoders: dict[str, str] = field(default_factory=dict)  # e.g. {"t5-base": "/m/t5-base"}
+    # The default family's sizes; for the SAO family only context_frames and block_frames
+    # count (the window of a base stage, the stream of an LMDM whose source has none).
     geometry: DefaultGeometry = field(default_factory=DefaultGeometry)
     pattern: str = "block-causal"  # lmdm: "block-causal" or "enc-dec"
     steps: int = 2000
@@ -141,6 +155,38 @@ def model_config(cfg: DiffusionTrainConfig, stage: str, codec: StftCodecConfig) 
                                 codec=codec)
 
 
+def stage_model(cfg: DiffusionTrainConfig, stage: str, *, log_init: bool) -> LMDM:
+    """The stage's model, initialised: the default family from ``codec`` (+ ``init``'s DiT and
+    conditioners), the SAO family from ``weights`` and then ``init``."""
+    if not cfg.model:
+        codec = read_codec_release(cfg.codec)
+        model = build_model(model_config(cfg, stage, StftCodecConfig(**codec["config"])))
+        model.autoencoder.load_state_dict(codec["state_dict"])  # carried into the release
+        parts: tuple[str, ...] = ("conditioner", "dit")
+    else:
+        source = source_config(cfg.model, cfg.text_encoders)
+        model = build_model(stage_config(source, stage, pattern=cfg.pattern,
+                                         geometry=cfg.geometry))
+        if cfg.weights is None and cfg.init is None:
+            raise ValueError(f"model {cfg.model!r} needs `weights` (or `init`, a release of an "
+                             "earlier stage): its VAE encoded the latents and must be the one "
+                             "trained with")
+        if cfg.weights is not None:
+            kept = init_from_weights(model, cfg.weights)
+            if log_init:
+                log.info("initialised from %s; not in it: %s", cfg.weights, kept)
+        parts = ("autoencoder", "conditioner", "dit")
+    if cfg.init:
+        kept = init_from_state(model, release_state(load_release(cfg.init)), parts=parts)
+        if log_init:
+            log.info("initialised from %s; fresh: %s", cfg.init, kept)
+    elif stage == "lmdm" and not cfg.weights:
+        raise ValueError("the lmdm stage fine-tunes a base model: set `init` to the base "
+                         "stage's release.pt (or `model` and `weights` to a stable-audio-tools "
+                         "checkpoint)")
+    return model
+
+
 def build_model(config: ModelConfig) -> LMDM:
     model = LMDM(config)
     prompt = model.conditioner.conditioners["prompt"]
@@ -197,6 +243,12 @@ class Batch:
     mask: Tensor | None
     loss_mask: Tensor  # (1 or B, 1, T): 1 where the loss counts
 
+    def to(self, device: torch.device) -> Batch:
+        """The batch on ``device`` (drawn on the CPU, so a run's draws do not depend on it)."""
+        moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return Batch(**{k: v.to(device) if isinstance(v, Tensor) else v
+                        for k, v in moved.items()})
+
 
 def make_batch(x0: Tensor, captions: list[str], stage: str, config: ModelConfig,
                cfg: DiffusionTrainConfig, gen: torch.Generator, *, train: bool = True,
@@ -241,30 +293,15 @@ def weighted_loss(v: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
     return per_item.mean(), per_item
 
 
-def _check_latents_match(latents: str, codec: nn.Module, codec_path: str) -> None:
+def _check_latents_match(latents: str, codec: nn.Module, cfg: DiffusionTrainConfig) -> None:
     """The latents must come from this very codec: a retrained codec makes old shards stale."""
     index = json.loads((Path(latents) / "index.json").read_text())
     if index.get("codec_fingerprint") != codec_fingerprint(codec):
+        how = (f"--model {cfg.model} --weights {cfg.weights}" if cfg.model else
+               f"--codec {cfg.codec}")
         raise ValueError(f"{latents} was encoded with another codec ({index.get('codec')}) than "
-                         f"{codec_path}: re-encode it with `lmdm-bridge data encode --codec "
-                         f"{codec_path} --corpus CORPUS --out {latents}` (delete it first)")
-
-
-def _init_from(model: LMDM, path: str) -> list[str]:
-    """Copy every tensor of a previous release whose name and shape match; returns the names of
-    the model's tensors that stayed freshly initialised."""
-    payload = load_release(path)
-    fresh = []
-    for part, state in (("dit", payload["dit"]), ("conditioner", payload["conditioner"])):
-        module = getattr(model, part)
-        own = module.state_dict()
-        for name, value in own.items():
-            if name in state and state[name].shape == value.shape:
-                own[name] = state[name]
-            else:
-                fresh.append(f"{part}.{name}")
-        module.load_state_dict(own)
-    return fresh
+                         f"this stage's: re-encode it with `lmdm-bridge data encode {how} "
+                         f"--corpus CORPUS --out {latents}` (delete it first)")
 
 
 class Ema:
@@ -289,24 +326,16 @@ def train_stage(stage: str, cfg: DiffusionTrainConfig, *, resume: bool = False) 
     if d.main:
         loop.check_resume(run_dir, resume)
     loop.seed_everything(cfg.seed + d.rank)
-    codec = read_codec_release(cfg.codec)
-    config = model_config(cfg, stage, StftCodecConfig(**codec["config"]))
-    frames = cfg.geometry.context_frames + cfg.geometry.block_frames  # base and LMDM alike
+    model = stage_model(cfg, stage, log_init=d.main)
+    config = model.config
+    frames = (config.stream.window_frames if config.stream is not None else
+              cfg.geometry.context_frames + cfg.geometry.block_frames)
     train_set, val_set = load_latents(cfg.latents, "train"), load_latents(cfg.latents, "val")
     sampler = WindowSampler(train_set, frames, seed=cfg.seed * 1000 + d.rank,
                             label_balance=cfg.label_balance)
     val_x, val_idx = fixed_windows(val_set, cfg.val_windows, frames)
 
-    model = build_model(config)
-    model.autoencoder.load_state_dict(codec["state_dict"])  # carried into the release
-    _check_latents_match(cfg.latents, model.autoencoder, cfg.codec)
-    if cfg.init:
-        fresh = _init_from(model, cfg.init)
-        if d.main:
-            log.info("initialised from %s; fresh: %s", cfg.init, fresh)
-    elif stage == "lmdm":
-        raise ValueError("the lmdm stage fine-tunes a base model: set `init` to the base "
-                         "stage's release.pt")
+    _check_latents_match(cfg.latents, model.autoencoder, cfg)
     trainee = DiTTrainee(model).to(d.device)
     ddp = loop.wrap_ddp(trainee, d)
     params = [p for p in trainee.parameters() if p.requires_grad]
@@ -333,7 +362,7 @@ def train_stage(stage: str, cfg: DiffusionTrainConfig, *, resume: bool = False) 
             group["lr"] = lr
         x0, idx = sampler.batch(cfg.batch)
         batch = make_batch(torch.from_numpy(x0), [train_set.captions[i] for i in idx], stage,
-                           config, cfg, gen)
+                           config, cfg, gen).to(d.device)
         v = ddp(batch.x_t, batch.t, batch.metadata, batch.drop_text, router=batch.router,
                 input_add=batch.input_add, mask=batch.mask)
         loss, per_item = weighted_loss(v, batch)
@@ -375,6 +404,7 @@ def validate(trainee: DiTTrainee, ema: Ema, val_x: np.ndarray, val_idx: np.ndarr
              val_set: LatentSet, stage: str, config: ModelConfig,
              cfg: DiffusionTrainConfig) -> dict[str, float]:
     """Loss of the EMA weights on fixed windows at a fixed grid of t (no dropout)."""
+    device = next(trainee.parameters()).device
     live = copy.deepcopy(trainee.state_dict())
     trainee.load_state_dict(ema.shadow)
     gen = torch.Generator().manual_seed(99)
@@ -383,7 +413,7 @@ def validate(trainee: DiTTrainee, ema: Ema, val_x: np.ndarray, val_idx: np.ndarr
     captions = [val_set.captions[i] for i in val_idx]
     for level in (0.1, 0.3, 0.5, 0.7, 0.9):
         t = torch.full((len(x0),), level)
-        batch = make_batch(x0, captions, stage, config, cfg, gen, train=False, t=t)
+        batch = make_batch(x0, captions, stage, config, cfg, gen, train=False, t=t).to(device)
         v = trainee(batch.x_t, batch.t, batch.metadata, batch.drop_text, router=batch.router,
                     input_add=batch.input_add, mask=batch.mask)
         out[f"t{level}"] = round(float(weighted_loss(v, batch)[0]), 5)

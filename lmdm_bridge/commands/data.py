@@ -1,4 +1,5 @@
-"""``lmdm-bridge data render``: render the training corpus from packaged free material."""
+"""``lmdm-bridge data render|encode``: render the training corpus from packaged free material,
+encode it to latent shards."""
 
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="render: at most N pieces per source; encode: the first N items")
     parser.add_argument("--codec", type=Path, metavar="FILE",
                         help="encode: the released codec (runs/codec/release.pt)")
+    parser.add_argument("--model", metavar="NAME|FILE",
+                        help="encode with a stable-audio-tools model's VAE instead of --codec: a "
+                             "preset (sao-small, tiny) or its model_config.json")
+    parser.add_argument("--weights", type=Path, metavar="FILE",
+                        help="encode: the --model's weights (.safetensors or .ckpt), e.g. "
+                             "Stable Audio Open Small's")
     parser.add_argument("--corpus", type=Path, metavar="DIR",
                         help="encode: the rendered corpus (data/corpus)")
     parser.add_argument("--stems", action="store_true",
