@@ -346,7 +346,7 @@ def train_stage(stage: str, cfg: DiffusionTrainConfig, *, resume: bool = False) 
     state = ckpt.load() if resume else None
     if state is not None:
         trainee.load_state_dict(state["model"])
-        ema.shadow = state["ema"]
+        ema.shadow = {k: v.to(d.device) for k, v in state["ema"].items()}  # loaded on the CPU
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
         loop.set_rng_state(state["rng"][min(d.rank, len(state["rng"]) - 1)])
