@@ -174,6 +174,8 @@ def test_a_stage_without_the_vae_weights_is_refused(sao, tmp_path):
                                geometry=WINDOW, out=str(tmp_path / "x"))
     with pytest.raises(ValueError, match="needs `weights`"):
         stage_model(cfg, "base", log_init=False)
+    with pytest.raises(ValueError, match="set `model` too"):
+        stage_model(dataclasses.replace(cfg, model="", weights="w.ckpt"), "base", log_init=False)
     other = tmp_path / "other.safetensors"
     torch.manual_seed(1)
     save_weights(LMDM(get_preset("tiny").config), other)  # a VAE of the same shape, other values

@@ -159,6 +159,10 @@ def stage_model(cfg: DiffusionTrainConfig, stage: str, *, log_init: bool) -> LMD
     """The stage's model, initialised: the default family from ``codec`` (+ ``init``'s DiT and
     conditioners), the SAO family from ``weights`` and then ``init``."""
     if not cfg.model:
+        if cfg.weights is not None or cfg.text_encoders:
+            raise ValueError("`weights` and `text_encoders` belong to a stable-audio-tools model: "
+                             "set `model` too (a preset or its model_config.json), or leave them "
+                             "out for the default family")
         codec = read_codec_release(cfg.codec)
         model = build_model(model_config(cfg, stage, StftCodecConfig(**codec["config"])))
         model.autoencoder.load_state_dict(codec["state_dict"])  # carried into the release

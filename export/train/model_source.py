@@ -14,9 +14,10 @@ The same commands (``data encode``, ``train base/lmdm/arc``, ``export``) train t
   Small's files fine-tunes it into an LMDM exactly as the reference does, ``train arc`` follows.
 
 The stage decides the streaming parts (:func:`stage_config`): a base model has no stream and no
-input-add groups; an LMDM has the ``inpaint`` group (appended, zero-initialised, when the source
-model lacks it, as the reference fine-tunes SAO Small) and a stream: the source's own when it has
-one (an LMDM checkpoint, the presets), else ``geometry``'s context and block frames.
+input-add groups; an LMDM has the ``inpaint`` group (added when the source model lacks it, its
+input projection freshly initialised: "W_add random" in the reference's fine-tune of SAO Small)
+and a stream: the source's own when it has one (an LMDM checkpoint, the presets), else
+``geometry``'s context and block frames.
 """
 
 from __future__ import annotations
