@@ -46,9 +46,9 @@ PARTS = ("autoencoder", "conditioner", "dit")
 
 def _read_sat_config(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"model {str(path)!r} is neither a preset "
-                                f"({', '.join(sorted(PRESETS))}) nor an existing "
-                                "model_config.json")
+        presets = ", ".join(sorted(set(PRESETS) - {"default"}))
+        raise FileNotFoundError(f"model {str(path)!r} is neither a preset ({presets}) nor an "
+                                "existing model_config.json (a stable-audio-tools checkpoint's)")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
