@@ -29,7 +29,7 @@ from lmdm_export.model.conditioners import (
     NumberParams,
 )
 from lmdm_export.model.config import DiTConfig, InputAddGroup, StreamConfig
-from lmdm_export.model.lmdm import LMDM, SAT_PREFIXES, ModelConfig, to_sat_keys
+from lmdm_export.model.lmdm import LMDM, ModelConfig, from_sat_keys, to_sat_keys
 from lmdm_export.model.text_encoders import T5Params
 
 
@@ -117,13 +117,7 @@ def load_state_strict(model: LMDM, sat_state: Mapping[str, Tensor], *, source: s
     report = compare_keys(model.sat_state_dict(), sat_state)
     if not report.ok:
         raise CheckpointError(f"{source} does not match the model config:\n{report.describe()}")
-    ours = {}
-    for key, value in sat_state.items():
-        for mine, theirs in SAT_PREFIXES:
-            if key.startswith(theirs):
-                ours[mine + key[len(theirs):]] = value
-                break
-    model.load_state_dict(ours, strict=True)
+    model.load_state_dict(from_sat_keys(sat_state), strict=True)
 
 
 # -- model_config.json ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ State-dict layout (ours -> stable-audio-tools' ``ConditionedDiffusionModelWrappe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -106,4 +107,16 @@ def to_sat_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
                 break
         else:
             raise KeyError(f"key {key!r} has no stable-audio-tools equivalent")
+    return out
+
+
+def from_sat_keys(sat_state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """stable-audio-tools key names -> ours (the inverse of :func:`to_sat_keys`); keys of other
+    parts of a checkpoint (EMA copies, discriminators) are left out."""
+    out = {}
+    for key, value in sat_state.items():
+        for ours, theirs in SAT_PREFIXES:
+            if key.startswith(theirs):
+                out[ours + key[len(theirs):]] = value
+                break
     return out

@@ -63,6 +63,7 @@ from lmdm_export.train.diffusion import (
     CachedEncoder,
     DiffusionTrainConfig,
     DiTTrainee,
+    build_model,
     make_batch,
     weighted_loss,
 )
@@ -308,13 +309,11 @@ def _load_base(cfg: ArcTrainConfig) -> LMDM:
         return model
     config = stage_config(source_config(cfg.base_model, cfg.text_encoders), "base",
                           pattern="block-causal", geometry=DefaultGeometry())
-    model = LMDM(config)
+    model = build_model(config)  # the prompt encoder memoised, as _load's
     kept = init_from_weights(model, cfg.base)
     if kept:
         raise ValueError(f"{cfg.base} does not hold the whole base model {cfg.base_model} "
                          f"({len(kept)} tensors missing, e.g. {kept[0]})")
-    prompt = model.conditioner.conditioners["prompt"]
-    prompt.encoder = CachedEncoder(prompt.encoder)
     return model.eval()
 
 

@@ -38,7 +38,7 @@ from lmdm_export.checkpoint import (
 )
 from lmdm_export.model.autoencoder import OobleckAutoencoder
 from lmdm_export.model.config import StreamConfig, inpaint_group
-from lmdm_export.model.lmdm import LMDM, SAT_PREFIXES, ModelConfig
+from lmdm_export.model.lmdm import LMDM, ModelConfig, from_sat_keys
 from lmdm_export.presets import PRESETS, DefaultGeometry, get_preset
 
 PARTS = ("autoencoder", "conditioner", "dit")
@@ -92,18 +92,6 @@ def stage_config(config: ModelConfig, stage: str, *, pattern: str,
     return dataclasses.replace(config, dit=dit, stream=stream)
 
 
-def to_ours(sat_state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """stable-audio-tools key names -> ours (``model.model.`` -> ``dit.``, ...); keys of other
-    parts of a checkpoint (EMA copies, discriminators) are left out."""
-    out = {}
-    for key, value in sat_state.items():
-        for mine, theirs in SAT_PREFIXES:
-            if key.startswith(theirs):
-                out[mine + key[len(theirs):]] = value
-                break
-    return out
-
-
 def init_from_state(model: LMDM, state: Mapping[str, Tensor], *,
                     parts: tuple[str, ...] = PARTS) -> list[str]:
     """Copy every tensor of ``state`` (our key names) whose name and shape match into the
@@ -128,7 +116,7 @@ def init_from_weights(model: LMDM, weights: str | Path, *,
     """:func:`init_from_state` from a stable-audio-tools weights file. The autoencoder, when
     among ``parts``, must load whole: a VAE half-initialised would encode other latents than
     the ones the stage trains on."""
-    kept = init_from_state(model, to_ours(read_weights(weights)), parts=parts)
+    kept = init_from_state(model, from_sat_keys(read_weights(weights)), parts=parts)
     missing = [k for k in kept if k.startswith("autoencoder.")]
     if missing:
         raise CheckpointError(
@@ -151,7 +139,7 @@ def load_autoencoder(model: str, weights: str | Path) -> OobleckAutoencoder:
             raise CheckpointError(f"{model}: missing or malformed entry {exc}") from exc
     autoencoder = OobleckAutoencoder(config)
     prefix = "autoencoder."
-    state = {k[len(prefix):]: v for k, v in to_ours(read_weights(weights)).items()
+    state = {k[len(prefix):]: v for k, v in from_sat_keys(read_weights(weights)).items()
              if k.startswith(prefix)}
     report = compare_keys(autoencoder.state_dict(), state)
     if not report.ok:
