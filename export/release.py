@@ -54,11 +54,16 @@ def release_payload(model: LMDM, *, stage: str, steps: int) -> dict:
         t5 = {Path(spec.params.model_dir).name: spec.params.model_dir
               for spec in model.config.conditioning.conditioners if spec.type == "t5"}
         return {**head, "family": "sao", "model_config": to_sat_config(model.config),
-                "text_encoders": t5, "state_dict": model.state_dict()}
+                "text_encoders": t5, "state_dict": _on_cpu(model)}
     return {**head, "family": "default", "geometry": asdict(geometry_of(model.config)),
             "codec": {"config": asdict(model.autoencoder.config),
-                      "state_dict": model.autoencoder.state_dict()},
-            "dit": model.dit.state_dict(), "conditioner": model.conditioner.state_dict()}
+                      "state_dict": _on_cpu(model.autoencoder)},
+            "dit": _on_cpu(model.dit), "conditioner": _on_cpu(model.conditioner)}
+
+
+def _on_cpu(module: torch.nn.Module) -> dict:
+    """``module``'s state dict on the CPU (a release trained on a GPU loads anywhere)."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
 def release_state(payload: dict) -> dict:

@@ -36,7 +36,11 @@ def draw_noise(shape: tuple, like: Tensor,
     """
     if generator is not None and not isinstance(generator, torch.Generator):
         return generator(tuple(shape), like)
-    return torch.randn(tuple(shape), generator=generator, device=like.device, dtype=like.dtype)
+    # Drawn on the generator's own device (a CPU generator cannot draw on a GPU), then moved:
+    # the same seed gives the same noise wherever the model runs.
+    where = generator.device if generator is not None else like.device
+    noise = torch.randn(tuple(shape), generator=generator, device=where, dtype=like.dtype)
+    return noise.to(like.device)
 
 
 class Velocity(NamedTuple):

@@ -57,7 +57,7 @@ from lmdm_export.model.transformer import KV
 from lmdm_export.presets import DefaultGeometry
 from lmdm_export.release import load_release_model, release_payload
 from lmdm_export.rollout import BlockCausalSession, Guidance, make_conditioning
-from lmdm_export.sampling import logsnr_schedule
+from lmdm_export.sampling import draw_noise, logsnr_schedule
 from lmdm_export.train import loop
 from lmdm_export.train.diffusion import (
     CachedEncoder,
@@ -238,7 +238,8 @@ def self_rollout(lmdm: LMDM, cross: Tensor, glob: Tensor, context: Tensor, ks: l
 
     Chunk j runs ``ks[j]`` ping-pong steps on the ``guidance``-combined velocity; only its last
     keeps gradients (when ``grad``, through both branches when guided). Returns the chunks
-    ``(B, C, n c)``; each one entered the next context detached.
+    ``(B, C, n c)``; each one entered the next context detached. Runs on ``context``'s device
+    (``ts`` there too); the noise comes from the CPU generator ``gen``.
     """
     config, guidance = lmdm.config, guidance or Guidance()
     with torch.set_grad_enabled(grad):
@@ -248,13 +249,13 @@ def self_rollout(lmdm: LMDM, cross: Tensor, glob: Tensor, context: Tensor, ks: l
     chunks = []
     for k in ks:
         denoise = session.block_denoiser()
-        x = torch.randn(shape, generator=gen)
+        x = draw_noise(shape, context, gen)
         for i in range(k):
             t = ts[i].expand(shape[0])
             with torch.set_grad_enabled(grad and i == k - 1):
                 x0_hat = x - ts[i] * denoise(x, t).guided
             if i < k - 1:
-                eps = torch.randn(shape, generator=gen)
+                eps = draw_noise(shape, context, gen)
                 x = (1 - ts[i + 1]) * x0_hat + ts[i + 1] * eps
         chunks.append(x0_hat)
         session.commit(x0_hat.detach())
@@ -265,12 +266,14 @@ def self_rollout(lmdm: LMDM, cross: Tensor, glob: Tensor, context: Tensor, ks: l
 
 def flow_loss(lmdm: LMDM, x: Tensor, captions: list[str], cfg: ArcTrainConfig,
               gen: torch.Generator) -> Tensor:
-    """The LMDM stage's loss on the real windows of ``x (B, C, s + n c)`` that end at each of
-    its n chunks (B n windows of s + c frames): the flow anchor (module docstring, step 5)."""
+    """The LMDM stage's loss on the real windows of ``x (B, C, s + n c)`` (on the CPU) that end
+    at each of its n chunks (B n windows of s + c frames): the flow anchor (module docstring,
+    step 5), on the model's device."""
     s, c = lmdm.config.stream.context_frames, lmdm.config.stream.block_frames
     n = (x.shape[-1] - s) // c
     windows = torch.cat([x[..., j * c:j * c + s + c] for j in range(n)])
-    batch = make_batch(windows, captions * n, "lmdm", lmdm.config, cfg.flow_config, gen)
+    batch = make_batch(windows, captions * n, "lmdm", lmdm.config, cfg.flow_config,
+                       gen).to(next(lmdm.dit.parameters()).device)  # drawn on the CPU
     v = DiTTrainee(lmdm)(batch.x_t, batch.t, batch.metadata, batch.drop_text,
                          router=batch.router, input_add=batch.input_add, mask=batch.mask)
     return weighted_loss(v, batch)[0]
@@ -286,8 +289,11 @@ def moment_loss(fake: Tensor, real: Tensor) -> Tensor:
 
 
 def _conditioning(lmdm: LMDM, metadata: list[dict], drop: Tensor) -> tuple[Tensor, Tensor]:
-    out = lmdm.conditioner(metadata, "cpu")
-    return out["cross_attn_cond"] * (~drop)[:, None, None], out["global_cond"]
+    """Prompt tokens with the ``drop (B,)`` items zeroed and the global conditioning, on the
+    generator's device."""
+    device = next(lmdm.dit.parameters()).device
+    out = lmdm.conditioner(metadata, device)
+    return out["cross_attn_cond"] * (~drop.to(device))[:, None, None], out["global_cond"]
 
 
 def _load(path: str) -> tuple[LMDM, dict]:
@@ -329,9 +335,6 @@ def _average_gradients(params: list[Tensor], d: loop.Dist) -> None:
 
 def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
     d = loop.init_distributed()
-    if d.device.type != "cpu":
-        raise ValueError("train arc runs on CPU in this version (the rollout keeps its tensors "
-                         "on the CPU); use the base/lmdm stages on GPU")
     run_dir = Path(cfg.out)
     if d.main:
         loop.check_resume(run_dir, resume)
@@ -341,8 +344,11 @@ def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
         raise ValueError(f"{cfg.init} is a {payload['stage']} ({payload['pattern']}) release: ARC "
                          "needs a block-causal LMDM from `lmdm-bridge train lmdm`")
     base_model = _load_base(cfg)
+    # The DiTs and conditioners train on the job's device; the codecs stay unused on the CPU.
+    for part in (generator_model.dit, generator_model.conditioner):
+        part.to(d.device)
     generator_model.train()
-    disc = Discriminator(base_model.train(), cfg.feature_block, cfg.head_width)
+    disc = Discriminator(base_model.train(), cfg.feature_block, cfg.head_width).to(d.device)
     stream = generator_model.config.stream
     s, c = stream.context_frames, stream.block_frames
     frames = s + cfg.rollout_chunks * c
@@ -368,7 +374,7 @@ def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
         step = state["step"]
         loop.set_rng_state(state["rng"][min(d.rank, len(state["rng"]) - 1)])
         sampler.set_state(state["sampler"][min(d.rank, len(state["sampler"]) - 1)])
-    ts = logsnr_schedule(cfg.k_max)
+    ts = logsnr_schedule(cfg.k_max).to(d.device)
     seconds = frames / generator_model.config.latent_rate
     runlog = loop.RunLog(run_dir, d, cfg.steps, cfg)
     first, last_save = step, time.monotonic()
@@ -379,10 +385,12 @@ def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
         ks = [int(k) for k in torch.randint(1, cfg.k_max, (cfg.rollout_chunks,),
                                             generator=shared)]
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + d.rank * 104729 + step)
+        # Every draw is made on the CPU from the step's generator, then moved: a run draws the
+        # same whichever device it trains on.
         x, idx = sampler.batch(cfg.batch)
         real = shift_dropout(torch.from_numpy(x), chunk=c, context_chunks=stream.context_chunks,
                              p_uncond=cfg.context_uncond, p_partial=cfg.context_partial,
-                             gen=gen)
+                             gen=gen).to(d.device)
         captions = [data.captions[i] for i in idx]
         metadata = [{"prompt": p, "seconds_total": seconds} for p in captions]
         drop = torch.rand(cfg.batch, generator=gen) < cfg.cfg_dropout
@@ -394,8 +402,8 @@ def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
         fake_tail = self_rollout(generator_model, cross, glob, real[..., :s], ks, ts, gen,
                                  grad=train_g, guidance=cfg.guidance)
         fake = torch.cat((real[..., :s], fake_tail), -1)
-        t_g = torch.sigmoid(-(torch.rand(cfg.batch, generator=gen) * 8 - 6))
-        eps = torch.randn(real.shape, generator=gen)
+        t_g = torch.sigmoid(-(torch.rand(cfg.batch, generator=gen) * 8 - 6)).to(d.device)
+        eps = draw_noise(real.shape, real, gen)
         tg = t_g[:, None, None]
         real_g, fake_g = (1 - tg) * real + tg * eps, (1 - tg) * fake + tg * eps
         if train_g:

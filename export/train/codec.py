@@ -185,9 +185,11 @@ def load_codec(path: str | Path) -> StftCodec:
 
 
 def reconstruct(codec: StftCodec, audio: Tensor) -> Tensor:
-    """(B, C, N) -> (B, C, N) through the posterior mean."""
+    """(B, C, N) -> (B, C, N) through the posterior mean, on the codec's device; returned on
+    ``audio``'s."""
+    device = next(codec.parameters()).device
     with torch.no_grad():
-        return codec.decode(codec.encode(audio, sample=False))
+        return codec.decode(codec.encode(audio.to(device), sample=False)).to(audio.device)
 
 
 def evaluate(codec: StftCodec, clips: Tensor, resolutions: tuple[int, ...],
@@ -222,11 +224,11 @@ def baselines(clips: Tensor, cfg: CodecTrainConfig) -> dict[str, float]:
 
 @torch.no_grad()
 def latent_stats(codec: StftCodec, clips: np.ndarray) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and std (D,) of raw posterior means over ``clips``."""
-    raw = []
+    """Per-channel mean and std (D,) of raw posterior means over ``clips``, on the CPU."""
+    device, raw = next(codec.parameters()).device, []
     for chunk in np.array_split(clips, max(1, len(clips) // 16)):
-        h = codec.encoder(codec.log_magnitude(torch.from_numpy(chunk)))
-        raw.append(h.chunk(2, dim=1)[0])
+        h = codec.encoder(codec.log_magnitude(torch.from_numpy(chunk).to(device)))
+        raw.append(h.chunk(2, dim=1)[0].cpu())
     z = torch.cat(raw).transpose(0, 1).flatten(1)
     return z.mean(1), z.std(1)
 
@@ -254,7 +256,8 @@ def train(cfg: CodecTrainConfig, *, resume: bool = False) -> Path:
         codec.load_state_dict(initial_codec(cfg).state_dict())
     elif cfg.codec.linear_path and not resume:  # deterministic clips: every rank fits the same
         kept = codec.fit_linear_path(codec.log_magnitude(torch.from_numpy(fixed_clips(
-            train_items, cfg.linear_fit_clips, cfg.val_frames * ratio, seed=cfg.seed + 7))))
+            train_items, cfg.linear_fit_clips, cfg.val_frames * ratio, seed=cfg.seed + 7)
+            ).to(d.device)))
         log.info("linear path: %d principal components keep %.1f%% of the log-magnitude "
                  "variance", cfg.codec.latent_dim, 100 * kept)
     trainee = CodecTrainee(codec, cfg.loss_resolutions, cfg.sample_latents, cfg.freeze_encoder,
