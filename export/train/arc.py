@@ -118,10 +118,12 @@ class ArcTrainConfig:
     flow_timesteps: str = "shifted-uniform"
     flow_group_dropout: float = 0.1
     moment_weight: float = 0.0  # the rollouts' channel statistics held to the data's (step 6)
+    precision: str = "fp32"  # or "bf16": mixed precision (loop.autocast)
     seed: int = 0
     checkpoint_minutes: float = 5.0
 
     def __post_init__(self) -> None:
+        loop.check_precision(self.precision)
         if not self.schedule or set(self.schedule) - {"G", "D"}:
             raise ValueError(f"schedule {self.schedule!r} must be a string of G and D letters")
         if not 0 <= self.disc_warmup < self.steps:
@@ -209,7 +211,7 @@ class Discriminator(nn.Module):
         positions = torch.arange(1, x.shape[-1] + 1, device=x.device)
         positions = torch.cat((positions, positions.new_tensor([0])))
         h, _ = dit.transformer(h, positions, None, None, cond.cross)
-        return self.head(h[:, skip:x.shape[-1]].transpose(1, 2))
+        return self.head(h[:, skip:x.shape[-1]].transpose(1, 2)).float()
 
 
 def shift_dropout(x: Tensor, *, chunk: int, context_chunks: int, p_uncond: float,
@@ -283,6 +285,7 @@ def moment_loss(fake: Tensor, real: Tensor) -> Tensor:
     """Squared distance of the per-channel mean and standard deviation of ``fake`` from
     ``real`` (both (B, C, T), statistics over batch and frames), averaged over channels: the
     moment hold (module docstring, step 6)."""
+    fake = fake.float()
     mf, sf = fake.mean((0, 2)), fake.std((0, 2))
     mr, sr = real.mean((0, 2)), real.std((0, 2))
     return ((mf - mr).square() + (sf - sr).square()).mean()
@@ -397,40 +400,41 @@ def train(cfg: ArcTrainConfig, *, resume: bool = False) -> Path:
         train_g = phase == "G"
         for p in d_params:
             p.requires_grad_(not train_g)
-        with torch.set_grad_enabled(train_g):
-            cross, glob = _conditioning(generator_model, metadata, drop)
-        fake_tail = self_rollout(generator_model, cross, glob, real[..., :s], ks, ts, gen,
-                                 grad=train_g, guidance=cfg.guidance)
-        fake = torch.cat((real[..., :s], fake_tail), -1)
-        t_g = torch.sigmoid(-(torch.rand(cfg.batch, generator=gen) * 8 - 6)).to(d.device)
-        eps = draw_noise(real.shape, real, gen)
-        tg = t_g[:, None, None]
-        real_g, fake_g = (1 - tg) * real + tg * eps, (1 - tg) * fake + tg * eps
-        if train_g:
-            with torch.no_grad():
+        with loop.autocast(cfg.precision, d.device):  # losses in fp32 (Discriminator, moment_loss)
+            with torch.set_grad_enabled(train_g):
+                cross, glob = _conditioning(generator_model, metadata, drop)
+            fake_tail = self_rollout(generator_model, cross, glob, real[..., :s], ks, ts, gen,
+                                     grad=train_g, guidance=cfg.guidance)
+            fake = torch.cat((real[..., :s], fake_tail), -1)
+            t_g = torch.sigmoid(-(torch.rand(cfg.batch, generator=gen) * 8 - 6)).to(d.device)
+            eps = draw_noise(real.shape, real, gen)
+            tg = t_g[:, None, None]
+            real_g, fake_g = (1 - tg) * real + tg * eps, (1 - tg) * fake + tg * eps
+            if train_g:
+                with torch.no_grad():
+                    d_real = disc(real_g, t_g, metadata, s)
+                d_fake = disc(fake_g, t_g, metadata, s)
+                loss = F.softplus(d_real - d_fake).mean()
+                values = {"loss_g": float(loss.detach())}
+                if cfg.flow_weight:
+                    anchor = flow_loss(generator_model, torch.from_numpy(x), captions, cfg, gen)
+                    loss = loss + cfg.flow_weight * anchor
+                    values["loss_flow"] = float(anchor.detach())
+                if cfg.moment_weight:
+                    held = moment_loss(fake_tail, real[..., s:])
+                    loss = loss + cfg.moment_weight * held
+                    values["loss_moment"] = float(held.detach())
+                params, opt = g_params, g_opt
+            else:
+                rolled = metadata[1:] + metadata[:1]  # a rolled copy: item i gets item i+1's prompt
                 d_real = disc(real_g, t_g, metadata, s)
-            d_fake = disc(fake_g, t_g, metadata, s)
-            loss = F.softplus(d_real - d_fake).mean()
-            values = {"loss_g": float(loss.detach())}
-            if cfg.flow_weight:
-                anchor = flow_loss(generator_model, torch.from_numpy(x), captions, cfg, gen)
-                loss = loss + cfg.flow_weight * anchor
-                values["loss_flow"] = float(anchor.detach())
-            if cfg.moment_weight:
-                held = moment_loss(fake_tail, real[..., s:])
-                loss = loss + cfg.moment_weight * held
-                values["loss_moment"] = float(held.detach())
-            params, opt = g_params, g_opt
-        else:
-            rolled = metadata[1:] + metadata[:1]  # a rolled copy: item i gets item i+1's prompt
-            d_real = disc(real_g, t_g, metadata, s)
-            d_fake = disc(fake_g.detach(), t_g, metadata, s)
-            d_shuffled = disc(real_g, t_g, rolled, s)
-            loss_d = F.softplus(-(d_real - d_fake)).mean()
-            loss_c = F.softplus(-(d_real - d_shuffled)).mean()
-            loss = loss_d + cfg.contrastive_weight * loss_c
-            values = {"loss_d": float(loss_d.detach()), "loss_c": float(loss_c.detach())}
-            params, opt = d_params, d_opt
+                d_fake = disc(fake_g.detach(), t_g, metadata, s)
+                d_shuffled = disc(real_g, t_g, rolled, s)
+                loss_d = F.softplus(-(d_real - d_fake)).mean()
+                loss_c = F.softplus(-(d_real - d_shuffled)).mean()
+                loss = loss_d + cfg.contrastive_weight * loss_c
+                values = {"loss_d": float(loss_d.detach()), "loss_c": float(loss_c.detach())}
+                params, opt = d_params, d_opt
         opt.zero_grad(set_to_none=True)
         loss.backward()
         _average_gradients(params, d)

@@ -95,12 +95,14 @@ class DiffusionTrainConfig:
     context_uncond: float = 0.2
     context_partial: float = 0.3
     label_balance: float = 0.0  # 0: windows by audio length; 1: every label equally often
+    precision: str = "fp32"  # or "bf16": mixed precision (loop.autocast)
     seed: int = 0
     val_every: int = 250
     val_windows: int = 64
     checkpoint_minutes: float = 5.0
 
     def __post_init__(self) -> None:
+        loop.check_precision(self.precision)
         if self.timesteps not in TIMESTEP_MODES:
             raise ValueError(f"timesteps {self.timesteps!r} is not one of {TIMESTEP_MODES}")
         if not (math.isfinite(self.timestep_shift) and self.timestep_shift > 0):
@@ -291,8 +293,9 @@ def make_batch(x0: Tensor, captions: list[str], stage: str, config: ModelConfig,
 
 
 def weighted_loss(v: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
-    """Mean squared error over the counted frames: (scalar, per item (B,))."""
-    err = (v - batch.target).pow(2) * batch.loss_mask
+    """Mean squared error over the counted frames, in fp32 whatever ``v``'s precision:
+    (scalar, per item (B,))."""
+    err = (v.float() - batch.target).pow(2) * batch.loss_mask
     per_item = err.sum((1, 2)) / (batch.loss_mask.sum((1, 2)) * v.shape[1])
     return per_item.mean(), per_item
 
@@ -367,8 +370,9 @@ def train_stage(stage: str, cfg: DiffusionTrainConfig, *, resume: bool = False) 
         x0, idx = sampler.batch(cfg.batch)
         batch = make_batch(torch.from_numpy(x0), [train_set.captions[i] for i in idx], stage,
                            config, cfg, gen).to(d.device)
-        v = ddp(batch.x_t, batch.t, batch.metadata, batch.drop_text, router=batch.router,
-                input_add=batch.input_add, mask=batch.mask)
+        with loop.autocast(cfg.precision, d.device):
+            v = ddp(batch.x_t, batch.t, batch.metadata, batch.drop_text, router=batch.router,
+                    input_add=batch.input_add, mask=batch.mask)
         loss, per_item = weighted_loss(v, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
