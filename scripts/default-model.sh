@@ -14,14 +14,13 @@ echo "== data: encoding latents into data/latents (resumes)"
 $LMDM data encode --codec runs/codec/release.pt --corpus data/corpus --out data/latents
 stage base configs/train/base.toml
 stage lmdm configs/train/lmdm.toml
-stage arc configs/train/arc.toml
 
-# The fine-tuned model as an fp32 bundle and the ARC-forced one in the shipped form (compared
-# by eval), and the shipped form. On the default corpus the fine-tuned LMDM with guidance beats
-# the ARC-forced model in FD and adherence (session 18: 99 % and 3.31x real-vs-real against
-# 97 % and 3.90x; docs/default-model.md), so it ships: int8 (text encoder per channel),
-# 8 steps, CFG 3 (6 Euler steps: 4 % less adherence for 30 % more speed;
-# docs/default-model-history.md).
+# What ships: the fine-tuned LMDM with guidance, which on the default corpus beats the
+# ARC-forced model in FD and adherence (session 18: 99 % and 3.31x real-vs-real against 97 %
+# and 3.90x; docs/default-model.md), int8 (text encoder per channel), 8 steps, CFG 3 (6 Euler
+# steps: 4 % less adherence for 30 % more speed; docs/default-model-history.md). It depends on
+# the LMDM stage alone, so it is exported (and verified against the torch model) before
+# ARC-Forcing, the longest stage left.
 # Every decoder refines the peak-locked phase with one Griffin-Lim iteration (the codec's FD
 # ceiling 7.1x -> 4.8x real-vs-real, for 20 ms more per block on the decoder's own thread).
 # The fine-tune samples with ab2 (second-order Adams-Bashforth, one network call per step like
@@ -31,14 +30,17 @@ stage arc configs/train/arc.toml
 # Every decoder is calibrated on the corpus' train split (a gain per frequency bin, so real audio
 # comes back through the codec at its own spectral balance; session 13's quick eval of the same
 # weights: FD 3.27x -> 2.60x real-vs-real, the codec's own 4.36x -> 3.10x).
+$LMDM export --checkpoint runs/lmdm/release.pt --out lmdm_bridge/default_bundle --force $SHIPPED_FORM
+$LMDM verify lmdm_bridge/default_bundle --checkpoint runs/lmdm/release.pt
+stage arc configs/train/arc.toml
+
+# Compared with it by eval: the fine-tuned model as an fp32 bundle with 16 AB2 steps
 $LMDM export --checkpoint runs/lmdm/release.pt --out runs/bundles/lmdm --force \
     --no-source-weights --sampler ab2 --steps 16 --cfg 3 --phase-iterations 1 \
     --calibrate data/corpus
 # The ARC-forced model in the shipped form, so it differs from the default only by the ARC
 # stage (since session 16; ping-pong 8 without guidance before: 76 % and 16x real-vs-real).
 $LMDM export --checkpoint runs/arc/release.pt --out runs/bundles/arc --force $SHIPPED_FORM
-$LMDM export --checkpoint runs/lmdm/release.pt --out lmdm_bridge/default_bundle --force $SHIPPED_FORM
-$LMDM verify lmdm_bridge/default_bundle --checkpoint runs/lmdm/release.pt
 
 classifier
 $LMDM eval run --bundle lmdm=runs/bundles/lmdm --bundle arc=runs/bundles/arc \
