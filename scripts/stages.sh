@@ -16,9 +16,10 @@ render_corpus() {  # the default corpus into data/corpus, resuming a partial ren
     $LMDM data render --config configs/data/default.toml --out data/corpus
 }
 
-classifier() {  # the evaluation's label classifier, trained once
+classifier() {  # the evaluation's label classifier, trained once, for a number of steps (not
+    # the command's default time budget), so machines of any speed share the yardstick
     [ -f runs/classifier/classifier.pt ] || \
-        $LMDM eval classifier --corpus data/corpus --out runs/classifier
+        $LMDM eval classifier --corpus data/corpus --out runs/classifier --train-steps 1000
 }
 
 stage() {  # stage NAME CONFIG: train unless released, resuming a checkpoint in the config's `out`

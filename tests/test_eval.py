@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 from lmdm_bridge.cli import main as cli_main  # noqa: E402
 from lmdm_export.eval.cli import parse_bundle  # noqa: E402
@@ -130,6 +130,20 @@ def test_classifier_separates_the_labels_on_held_out_pieces(classifier):
     assert held["labels_without_heldout"] == []
     assert set(held["per_label"]) == {"noise", "sine"}
     assert all(r["pieces"] == 2 for r in held["per_label"].values())
+
+
+def test_a_step_budget_trains_the_same_classifier_whatever_the_clock(corpus, tmp_path):
+    """``--train-steps``: exactly that many steps, the time budget ignored (a 6 ms one here),
+    and two runs end with identical weights, so machines of any speed share the yardstick."""
+    weights = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        assert cli_main(["eval", "classifier", "--corpus", str(corpus), "--out", str(out),
+                         "--minutes", "0.0001", "--train-steps", "6"]) == 0
+        assert json.loads((out / "report.json").read_text())["steps"] == 6
+        weights.append(torch.load(out / "classifier.pt", weights_only=False))
+    a, b = (w["state_dict"] for w in weights)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ generated audio does not match. ``label_power`` 0.5 sits between balanced sampli
 corpus' own proportions (1). Balanced sampling made the two-piece sonic-pi "electronic" label a
 prior strong enough to claim 22% of the held-out drum grooves in a 3-minute trial (their
 "electronic kit" sounds like those loops); proportions would let large labels drown small ones.
-Training runs for a wall-clock budget (``minutes``) with AdamW and a cosine learning rate over
-that budget; reading the next batch overlaps the current step.
+Training runs for a wall-clock budget (``minutes``) or a number of ``steps`` with AdamW and a
+cosine learning rate over that budget; reading the next batch overlaps the current step.
 
 Held-out accuracy is measured on the validation split (pieces never seen in training): up to
 ``val_clips`` non-overlapping clips per item, per label and overall. Labels with no validation
@@ -48,6 +48,10 @@ class ClassifierTrainConfig:
     out: str = "runs/classifier"
     minutes: float = 6.0
     max_steps: int | None = None  # stop earlier than the time budget (tests)
+    # A step budget instead of the wall-clock one (``minutes`` and ``max_steps`` then do not
+    # count): the same classifier whatever the machine's speed and load, so evaluations on
+    # different machines share their yardstick.
+    steps: int | None = None
     batch: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -58,6 +62,11 @@ class ClassifierTrainConfig:
     seen_clips: int = 16  # per label, from the train split
     seed: int = 0
     log_every_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps} (leave it out for the "
+                             "time budget)")
 
 
 class LabelCrops:
@@ -149,9 +158,12 @@ def train_classifier(cfg: ClassifierTrainConfig) -> dict:
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(crops.batch, cfg.batch)
         while True:
-            progress = (time.monotonic() - start) / budget
-            if cfg.max_steps is not None:
-                progress = max(progress, step / cfg.max_steps)
+            if cfg.steps is not None:
+                progress = step / cfg.steps
+            else:
+                progress = (time.monotonic() - start) / budget
+                if cfg.max_steps is not None:
+                    progress = max(progress, step / cfg.max_steps)
             if progress >= 1:
                 break
             audio, labels = pending.result()

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help="training time budget in minutes (default 6)")
     classifier.add_argument("--max-steps", type=int, metavar="N",
                             help="stop after N steps if the budget lasts longer")
+    classifier.add_argument("--train-steps", type=int, metavar="N",
+                            help="train exactly N steps instead of a time budget: the same "
+                                 "classifier on any machine (make default-model uses 1000)")
     run = parser.add_argument_group("eval run")
     run.add_argument("--bundle", action="append", metavar="[NAME=]DIR",
                      help="bundle to measure; repeat to compare (default: the embedded default)")
