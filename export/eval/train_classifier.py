@@ -150,8 +150,9 @@ def train_classifier(cfg: ClassifierTrainConfig) -> dict:
     crops = LabelCrops(train_items, spec.labels, spec.clip_samples, cfg.gain_db,
                        cfg.label_power, cfg.seed)
     budget = cfg.minutes * 60
-    log.info("classifier: %d labels, %d train items, %d val items, %.1f min budget",
-             len(spec.labels), len(train_items), len(val_items), cfg.minutes)
+    log.info("classifier: %d labels, %d train items, %d val items, %s", len(spec.labels),
+             len(train_items), len(val_items),
+             f"{cfg.steps} steps" if cfg.steps else f"{cfg.minutes:.1f} min budget")
 
     start = last_log = time.monotonic()
     step, losses, hits = 0, [], []
