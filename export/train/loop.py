@@ -85,8 +85,9 @@ def check_precision(precision: str) -> None:
 def autocast(precision: str, device: torch.device):
     """The forward passes' precision: ``"bf16"`` runs matrix products and convolutions in
     bfloat16 (``torch.autocast``) while weights, optimiser state, losses and releases stay
-    fp32 - the mixed precision stable-audio-tools trains with on GPUs, and a large speed-up on
-    CPUs with bfloat16 matrix units; ``"fp32"`` changes nothing."""
+    fp32 - the mixed precision stable-audio-tools trains with on GPUs, and faster on CPUs with
+    bfloat16 matrix units (docs/default-model.md, "Training in bf16"); ``"fp32"`` changes
+    nothing."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
