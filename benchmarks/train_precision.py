@@ -36,10 +36,10 @@ from lmdm_export.train import loop
 from lmdm_export.train.diffusion import (
     DiffusionTrainConfig,
     DiTTrainee,
+    batch_loss,
     build_model,
     make_batch,
     model_config,
-    weighted_loss,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,9 +79,7 @@ def main() -> None:
     def step(precision: str) -> None:
         batch = make_batch(x0, captions, args.stage, config, cfg, gen)
         with loop.autocast(precision, device):
-            v = trainee(batch.x_t, batch.t, batch.metadata, batch.drop_text,
-                        router=batch.router, input_add=batch.input_add, mask=batch.mask)
-        loss, _ = weighted_loss(v, batch)
+            loss, _ = batch_loss(trainee, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -107,7 +107,7 @@ def corpus(tmp_path_factory) -> Path:
 def classifier(corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("eval") / "classifier"
     code = cli_main(["eval", "classifier", "--corpus", str(corpus), "--out", str(out),
-                     "--minutes", "5", "--max-steps", "40"])
+                     "--train-steps", "40"])
     assert code == 0
     return out
 

@@ -46,8 +46,7 @@ def _classifier(args: argparse.Namespace) -> int:
     from lmdm_export.eval.train_classifier import ClassifierTrainConfig, train_classifier
 
     cfg = ClassifierTrainConfig(corpus=str(args.corpus), out=str(args.out or "runs/classifier"),
-                                minutes=args.minutes, max_steps=args.max_steps,
-                                steps=args.train_steps, seed=args.seed)
+                                minutes=args.minutes, steps=args.train_steps, seed=args.seed)
     report = train_classifier(cfg)
     held = report["heldout"]
     log.info("classifier: %d steps in %.0f s; held-out accuracy %.3f (balanced %.3f) on %d "

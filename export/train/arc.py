@@ -63,9 +63,9 @@ from lmdm_export.train.diffusion import (
     CachedEncoder,
     DiffusionTrainConfig,
     DiTTrainee,
+    batch_loss,
     build_model,
     make_batch,
-    weighted_loss,
 )
 from lmdm_export.train.latent_data import WindowSampler, load_latents
 from lmdm_export.train.model_source import init_from_weights, source_config, stage_config
@@ -276,9 +276,7 @@ def flow_loss(lmdm: LMDM, x: Tensor, captions: list[str], cfg: ArcTrainConfig,
     windows = torch.cat([x[..., j * c:j * c + s + c] for j in range(n)])
     batch = make_batch(windows, captions * n, "lmdm", lmdm.config, cfg.flow_config,
                        gen).to(next(lmdm.dit.parameters()).device)  # drawn on the CPU
-    v = DiTTrainee(lmdm)(batch.x_t, batch.t, batch.metadata, batch.drop_text,
-                         router=batch.router, input_add=batch.input_add, mask=batch.mask)
-    return weighted_loss(v, batch)[0]
+    return batch_loss(DiTTrainee(lmdm), batch)[0]
 
 
 def moment_loss(fake: Tensor, real: Tensor) -> Tensor:

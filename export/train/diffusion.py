@@ -292,6 +292,14 @@ def make_batch(x0: Tensor, captions: list[str], stage: str, config: ModelConfig,
                  router.clone())
 
 
+def batch_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+    """:func:`weighted_loss` of ``model`` (a :class:`DiTTrainee`, or DDP around one) on
+    ``batch``."""
+    v = model(batch.x_t, batch.t, batch.metadata, batch.drop_text, router=batch.router,
+              input_add=batch.input_add, mask=batch.mask)
+    return weighted_loss(v, batch)
+
+
 def weighted_loss(v: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
     """Mean squared error over the counted frames, in fp32 whatever ``v``'s precision:
     (scalar, per item (B,))."""
@@ -371,9 +379,7 @@ def train_stage(stage: str, cfg: DiffusionTrainConfig, *, resume: bool = False) 
         batch = make_batch(torch.from_numpy(x0), [train_set.captions[i] for i in idx], stage,
                            config, cfg, gen).to(d.device)
         with loop.autocast(cfg.precision, d.device):
-            v = ddp(batch.x_t, batch.t, batch.metadata, batch.drop_text, router=batch.router,
-                    input_add=batch.input_add, mask=batch.mask)
-        loss, per_item = weighted_loss(v, batch)
+            loss, per_item = batch_loss(ddp, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -422,9 +428,7 @@ def validate(trainee: DiTTrainee, ema: Ema, val_x: np.ndarray, val_idx: np.ndarr
     for level in (0.1, 0.3, 0.5, 0.7, 0.9):
         t = torch.full((len(x0),), level)
         batch = make_batch(x0, captions, stage, config, cfg, gen, train=False, t=t).to(device)
-        v = trainee(batch.x_t, batch.t, batch.metadata, batch.drop_text, router=batch.router,
-                    input_add=batch.input_add, mask=batch.mask)
-        out[f"t{level}"] = round(float(weighted_loss(v, batch)[0]), 5)
+        out[f"t{level}"] = round(float(batch_loss(trainee, batch)[0]), 5)
     out["mean"] = round(sum(out.values()) / len(out), 5)
     trainee.load_state_dict(live)
     return out

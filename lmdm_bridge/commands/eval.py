@@ -31,8 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     classifier = parser.add_argument_group("eval classifier")
     classifier.add_argument("--minutes", type=float, default=6.0,
                             help="training time budget in minutes (default 6)")
-    classifier.add_argument("--max-steps", type=int, metavar="N",
-                            help="stop after N steps if the budget lasts longer")
     classifier.add_argument("--train-steps", type=int, metavar="N",
                             help="train exactly N steps instead of a time budget: the same "
                                  "classifier on any machine (make default-model uses 1000)")
