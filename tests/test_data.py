@@ -273,6 +273,19 @@ def test_stereo_and_sample_rate_are_config_fields(tmp_path):
         assert (info.samplerate, info.channels, info.format) == (16000, 2, "WAV")
 
 
+def test_a_missing_soundfont_is_refused_before_anything_is_rendered(tmp_path):
+    from lmdm_export.data import load_config, render_corpus
+    from lmdm_export.data.config import SoundfontConfig
+
+    absent = SoundfontConfig(name="absent", path=str(tmp_path / "absent.sf2"),
+                             package="absent-soundfont")
+    config = dataclasses.replace(load_config(SMOKE), soundfonts=(absent,))
+    out = tmp_path / "corpus"
+    with pytest.raises(FileNotFoundError, match="apt-get install absent-soundfont"):
+        render_corpus(config, out)
+    assert not out.exists()  # no piece was recorded as failed, so a re-run renders them all
+
+
 def test_cli_main_renders_and_rejects_unknown_actions(tmp_path):
     _skip_without_renderer()
     import argparse

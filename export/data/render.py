@@ -57,6 +57,7 @@ def render_corpus(config: DataConfig, out_dir: str | Path, progress: Progress | 
     ``config.workers`` processes; 1 renders in this process.
     """
     start = time.perf_counter()
+    check_soundfonts(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jobs = plan_corpus(config, limit)
@@ -88,6 +89,22 @@ def render_corpus(config: DataConfig, out_dir: str | Path, progress: Progress | 
     )
     write_data_card(out / "DATA_CARD.md", config, records, summary_failed=failed)
     return summary
+
+
+def check_soundfonts(config: DataConfig) -> None:
+    """Refuse to start when a configured soundfont is missing, naming its Debian package.
+
+    Checked before anything is rendered: a worker that met the missing file would record each
+    piece drawn onto it as failed, and a re-run skips failed pieces, so installing the package
+    afterwards would not bring them back into the corpus.
+    """
+    missing = [sf for sf in config.soundfonts if not Path(sf.path).is_file()]
+    if missing:
+        files = ", ".join(sf.path for sf in missing)
+        packages = " ".join(sorted({sf.package for sf in missing}))
+        raise FileNotFoundError(
+            f"soundfont {files} not found: install it with `apt-get install {packages}` (as "
+            f"root; `make default-model` does) or drop it from the data config's [[soundfonts]]")
 
 
 def _pending(jobs: list[Job], out: Path) -> tuple[list[Job], int]:
