@@ -135,6 +135,91 @@ def test_hand_percussion_grooves_use_hand_keys_and_plan_under_their_label():
         DrumSource(styles=("conga",))
 
 
+def test_electronic_tracks_stay_in_key_on_the_grid_and_plan_under_their_label():
+    """A track's pitched notes are in its key's scale, the bass plays chord roots (or their
+    octave and fifth) in its register, every onset sits on the style's 16th grid (plus swing
+    and the timing jitter), each 4-bar phrase carries the harmony, and the same seed gives the
+    same track. The default corpus plans 20 tracks per style as "electronic/<style>-<n>" pieces,
+    kind "electronic", label electronic, both splits; a kit style is refused as electronic."""
+    from lmdm_export.data import default_config
+    from lmdm_export.data.config import DataConfig, DrumSource
+    from lmdm_export.data.drums import MACHINE_STYLES, STYLES, bars_for
+    from lmdm_export.data.electronic import SCALES, TRACKS, chord, track
+    from lmdm_export.data.plan import plan_corpus
+
+    assert set(MACHINE_STYLES) == set(TRACKS) and len(TRACKS) >= 6
+    assert chord(0, "minor") == (0, 3, 7) and chord(5, "minor") == (8, 12, 15)
+    assert chord(4, "major") == (7, 11, 14)
+    for name in MACHINE_STYLES:
+        style = STYLES[name]
+        bpm = sum(style.bpm) / 2
+        bars = bars_for(name, bpm, 24.0)
+        for seed, (tonic, mode) in enumerate(((9, "minor"), (2, "major"))):
+            perf = track(name, bpm, bars, 25, tonic, mode, np.random.default_rng(seed),
+                         timing_jitter_ms=0.0)
+            again = track(name, bpm, bars, 25, tonic, mode, np.random.default_rng(seed),
+                          timing_jitter_ms=0.0)
+            assert perf == again
+            scale = {(tonic + d) % 12 for d in SCALES[mode]}
+            pitched = [v for v in perf.voices if not v.drums]
+            assert {v.name for v in pitched} <= {"pad", "arp", "bass"} and pitched
+            assert {n.pitch % 12 for v in pitched for n in v.notes} <= scale, (name, mode)
+            step_s = 60.0 / bpm / style.steps
+            for voice in perf.voices:
+                for note in voice.notes:
+                    grid = note.start / step_s
+                    off = grid - np.floor(grid)
+                    assert min(off, 1 - off, abs(off - style.swing)) < 1e-6, (name, voice.name)
+            bass = [n for v in pitched if v.name == "bass" for n in v.notes]
+            assert all(33 <= n.pitch <= 44 + 12 for n in bass)
+            bar_s = style.beats * style.steps * step_s
+            for phrase in range(bars // 4):
+                lo, hi = phrase * 4 * bar_s, (phrase + 1) * 4 * bar_s - step_s
+                assert any(lo <= n.start < hi for v in pitched if v.name != "bass"
+                           for n in v.notes), (name, phrase)
+    with pytest.raises(ValueError, match="machine style"):
+        track("rock", 120.0, 8, 0, 0, "minor", np.random.default_rng(0))
+
+    config = default_config()
+    jobs = [j for j in plan_corpus(config) if j.source == "electronic"]
+    assert len(jobs) == len(MACHINE_STYLES) * config.electronic.patterns_per_style
+    assert {j.kind for j in jobs} == {"electronic"} and {j.style for j in jobs} == set(TRACKS)
+    assert all(j.piece_id.startswith("electronic/") for j in jobs)
+    assert {v.label for j in jobs for v in j.variants} == {"electronic"}
+    assert {j.split for j in jobs} == {"train", "val"}
+    assert {v.kit for j in jobs for v in j.variants} == {24, 25}
+    with pytest.raises(ValueError, match="drum-machine styles.*rock"):
+        DataConfig(soundfonts=config.soundfonts, electronic=DrumSource(styles=("rock",)))
+
+
+def test_an_electronic_track_renders_with_its_stems_key_and_caption(tmp_path):
+    """One rendered track: kind and label "electronic", the key in the record and caption,
+    a stem per part (pad/arp/bass and the drum voices) summing to the mix (-40 dB, as for the
+    other sources), and the source named in the data card."""
+    _skip_without_renderer()
+    from lmdm_export.data import load_config, render_corpus
+    from lmdm_export.data.config import DrumSource
+    from lmdm_export.data.records import read_jsonl, validate_record
+
+    source = DrumSource(styles=("house",), patterns_per_style=1, bpm_range=(80.0, 140.0),
+                        seconds_range=(8.0, 10.0), kits=(24,), label="electronic")
+    config = dataclasses.replace(load_config(SMOKE), scores=(), drums=None, percussion=None,
+                                 loops=None, electronic=source)
+    summary = render_corpus(config, tmp_path)
+    assert summary.failed_pieces == {} and summary.items == 1
+    (record,) = read_jsonl(tmp_path / "metadata.jsonl")
+    validate_record(record)
+    assert (record["kind"], record["label"]) == ("electronic", "electronic")
+    assert record["caption"].startswith("electronic house track in ")
+    assert f"in {record['key']}, {round(record['tempo'])} bpm" in record["caption"]
+    voices = {s["voice"] for s in record["stems"]}
+    assert {"bass", "kick"} <= voices and voices & {"pad", "arp"}
+    mix, _ = sf.read(tmp_path / record["path"])
+    stems = np.sum([sf.read(tmp_path / s["path"])[0] for s in record["stems"]], axis=0)
+    assert np.sqrt(np.mean((mix - stems) ** 2)) < 0.01 * np.sqrt(np.mean(mix ** 2))
+    assert "lmdm_export.data.electronic" in (tmp_path / "DATA_CARD.md").read_text()
+
+
 def test_only_cc0_files_of_a_dep5_file_are_listed(tmp_path):
     from lmdm_export.data.loops import cc0_files
 

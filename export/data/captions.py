@@ -30,5 +30,9 @@ def hand_percussion_caption(style: str, bpm: float) -> str:
     return f"{style} groove, hand percussion, {round(bpm)} bpm"
 
 
+def electronic_caption(style: str, key: str, bpm: float) -> str:
+    return f"electronic {style} track in {key}, {round(bpm)} bpm"
+
+
 def loop_caption(phrase: str, bpm: float) -> str:
     return f"{phrase}, {round(bpm)} bpm"

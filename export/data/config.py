@@ -95,7 +95,9 @@ class ScoreSource:
 @dataclass(frozen=True)
 class DrumSource:
     """Procedural grooves on the GM drum kit (MIDI channel 10, bank 128): the drum-kit styles
-    as ``drums``, the hand-percussion styles as ``percussion`` (:mod:`lmdm_export.data.drums`)."""
+    as ``drums``, the hand-percussion styles as ``percussion`` (:mod:`lmdm_export.data.drums`),
+    the drum-machine styles as ``electronic``, under synth parts
+    (:mod:`lmdm_export.data.electronic`)."""
 
     styles: tuple[str, ...] = ("rock", "funk", "shuffle", "waltz", "bossa", "disco", "hiphop",
                                "reggae", "swing", "march")
@@ -164,6 +166,8 @@ class DataConfig:
     scores: tuple[ScoreSource, ...] = ()
     drums: DrumSource | None = None
     percussion: DrumSource | None = None  # the hand-percussion grooves, under their own ids
+    # synth tracks over drum-machine grooves (lmdm_export.data.electronic): "machine" styles
+    electronic: DrumSource | None = None
     loops: LoopSource | None = None
     notes: tuple[str, ...] = field(default=())  # free text copied into DATA_CARD.md
 
@@ -187,7 +191,15 @@ class DataConfig:
             missing = set(source.labels) - known
             if missing:
                 raise ValueError(f"scores {source.name!r} uses undefined labels {sorted(missing)}")
-        if (self.scores or self.drums or self.percussion) and not self.soundfonts:
+        if self.electronic is not None:
+            from lmdm_export.data.drums import MACHINE_STYLES
+
+            other = sorted(set(self.electronic.styles) - set(MACHINE_STYLES))
+            if other:
+                raise ValueError(f"electronic styles must be drum-machine styles "
+                                 f"({', '.join(MACHINE_STYLES)}), got {other}")
+        if (self.scores or self.drums or self.percussion or self.electronic) and \
+                not self.soundfonts:
             raise ValueError("rendering scores or grooves needs at least one soundfont")
         sources = [s.name for s in self.scores]
         if len(set(sources)) != len(sources):
@@ -200,8 +212,9 @@ class DataConfig:
         raise KeyError(name)
 
     def groove_source(self, name: str) -> DrumSource:
-        """The groove source a job names: "drums" or "percussion"."""
-        source = {"drums": self.drums, "percussion": self.percussion}.get(name)
+        """The groove source a job names: "drums", "percussion" or "electronic"."""
+        source = {"drums": self.drums, "percussion": self.percussion,
+                  "electronic": self.electronic}.get(name)
         if source is None:
             raise KeyError(name)
         return source

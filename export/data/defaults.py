@@ -18,7 +18,7 @@ from lmdm_export.data.config import (
     ScoreSource,
     SoundfontConfig,
 )
-from lmdm_export.data.drums import HAND_STYLES
+from lmdm_export.data.drums import HAND_STYLES, MACHINE_STYLES
 
 SOUNDFONTS = (
     SoundfontConfig("fluidr3", "/usr/share/sounds/sf2/FluidR3_GM.sf2", "fluid-soundfont-gm",
@@ -91,6 +91,13 @@ SCORES = (
 PERCUSSION = DrumSource(styles=HAND_STYLES, patterns_per_style=15, bpm_range=(70.0, 150.0),
                         kits=(0, 8, 16, 32, 40), label="percussion")
 
+# Synth tracks over drum-machine grooves for the "electronic" label, which the two sonic-pi
+# synth loops alone gave 4.8 minutes, all in the train split (session 21: a longer base learns
+# them by heart; no held-out reference). The GM electronic and TR-808 kits, machine-tight timing.
+ELECTRONIC = DrumSource(styles=MACHINE_STYLES, patterns_per_style=20, bpm_range=(80.0, 140.0),
+                        kits=(24, 25), label="electronic", timing_jitter_ms=2.0,
+                        velocity_jitter=6)
+
 LOOPS = LoopSource(loops=(
     LoopInfo("loop_amen", "amen break drum loop", "drums", 4),
     LoopInfo("loop_amen_full", "full amen break drum loop", "drums", 16),
@@ -118,4 +125,4 @@ NOTES = (
 
 def default_config() -> DataConfig:
     return DataConfig(soundfonts=SOUNDFONTS, labels=LABELS, scores=SCORES, drums=DrumSource(),
-                      percussion=PERCUSSION, loops=LOOPS, notes=NOTES)
+                      percussion=PERCUSSION, electronic=ELECTRONIC, loops=LOOPS, notes=NOTES)

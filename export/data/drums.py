@@ -7,12 +7,14 @@ snare roll, or snare/tom mix) and opens the next phrase with a crash, then human
 the off-beat subdivisions, Gaussian timing jitter, velocity jitter. Kit pieces are grouped into
 voices (kick, snare, hats, toms, cymbals, percussion) which become the stems.
 
-Two families share the machinery. ``kit`` styles are drum-kit grooves (the "drums" label).
+Three families share the machinery. ``kit`` styles are drum-kit grooves (the "drums" label).
 ``hand`` styles are Latin and Afro-Cuban hand-percussion grooves on the GM kit's keys 60-81
 (congas, bongos, timbales, agogo, claves, shakers, guiro, cuica, triangle; the "percussion"
 label beside the tabla and safari loops): their fills are conga, bongo and timbale runs, no
 crash opens a phrase, and the shakers and bells keep time through a fill as the kick and hats do
-in a kit groove. Voices: hand-drums and percussion.
+in a kit groove. Voices: hand-drums and percussion. ``machine`` styles are drum-machine
+grooves (house, techno, electro, synth-pop, trance, downtempo) with clap and snare-roll fills,
+the drum part of :mod:`lmdm_export.data.electronic`'s tracks.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class Style:
     """A groove style: ``steps`` per beat, ``beats`` per bar; each pattern maps kit pieces to
     step strings of ``steps * beats * bars`` characters. ``swing`` delays every second step by
     that fraction of a step (0.33 ~ triplet feel on a straight 16th grid). ``family`` is a key of
-    :data:`FAMILIES`, "kit" or "hand" (module docstring)."""
+    :data:`FAMILIES`: "kit", "hand" or "machine" (module docstring)."""
 
     caption: str
     beats: int
@@ -165,8 +167,40 @@ STYLES: dict[str, Style] = {
         {"triangle": "x.xxx.xxx.xxx.xx", "triangle_open": "..x...x...x...x.",
          "conga_lo": "X..x...xX..x....", "guiro": "x.x.x.x.x.x.x.x."},
     ), family="hand"),
+    # Drum-machine grooves under the synth parts of lmdm_export.data.electronic (16th grid).
+    "house": Style("house", 4, 4, (118, 128), (
+        {"kick": "x...x...x...x...", "clap": "....X.......X...", "open": "..x...x...x...x."},
+        {"kick": "x...x...x...x...", "clap": "....X.......X...", "hat": "xoxoxoxoxoxoxoxo",
+         "open": "..x...x...x...x."},
+    ), swing=0.1, family="machine"),
+    "techno": Style("techno", 4, 4, (124, 140), (
+        {"kick": "x...x...x...x...", "hat": "xoxxxoxxxoxxxoxx", "open": "..x...x...x...x."},
+        {"kick": "x...x...x...x..o", "clap": "....x.......x...", "hat": "xoxxxoxxxoxxxoxx",
+         "ride": "x.x.x.x.x.x.x.x."},
+    ), family="machine"),
+    "electro": Style("electro", 4, 4, (105, 130), (
+        {"kick": "x......x..x.....", "snare": "....X.......X...", "hat": "x.x.x.x.x.x.x.x."},
+        {"kick": "x..x......x..x..", "clap": "....X.......X...", "hat": "xxx.xxx.xxx.xxx.",
+         "cowbell": "..x.....x.....x."},
+    ), family="machine"),
+    "synthpop": Style("synth-pop", 4, 4, (100, 126), (
+        {"kick": "x.......x.x.....", "snare": "....X.......X...", "hat": "x.x.x.x.x.x.x.x."},
+        {"kick": "x...x...x...x...", "snare": "....X.......X...", "hat": "x.x.x.x.x.x.x.x.",
+         "tamb": "....x.......x..."},
+    ), family="machine"),
+    "trance": Style("trance", 4, 4, (130, 140), (
+        {"kick": "x...x...x...x...", "clap": "....x.......x...", "open": "..x...x...x...x."},
+        {"kick": "x...x...x...x...", "clap": "....x.......x...", "hat": "xxxxxxxxxxxxxxxx",
+         "open": "..X...X...X...X."},
+    ), family="machine"),
+    "downtempo": Style("downtempo", 4, 4, (80, 100), (
+        {"kick": "x......x..x.....", "snare": "....X.......X...", "hat": "x.x.x.x.x.x.x.x."},
+        {"kick": "x.....x...x..x..", "snare": "....X.......X.o.", "hat": "x.xxx.x.x.xxx.x.",
+         "shaker": "xoxoxoxoxoxoxoxo"},
+    ), swing=0.2, family="machine"),
 }
 HAND_STYLES = tuple(name for name, style in STYLES.items() if style.family == "hand")
+MACHINE_STYLES = tuple(name for name, style in STYLES.items() if style.family == "machine")
 
 FILLS = (
     {"tom1": "....xx......", "tom2": "......xx....", "tom3": "........xx..",
@@ -193,8 +227,16 @@ class Family:
     crash: bool
 
 
+# Drum-machine fills: clap and snare rolls building into the next phrase.
+MACHINE_FILLS = (
+    {"clap": "......xxxxxx"},
+    {"snare": "....x.x.xxxx"},
+    {"snare": "......x.x.x.", "clap": ".......x.x.x"},
+)
+
 FAMILIES = {
     "kit": Family(FILLS, ("kick", "hat", "pedal"), crash=True),
+    "machine": Family(MACHINE_FILLS, ("kick", "hat", "open"), crash=True),
     "hand": Family(HAND_FILLS, ("shaker", "tamb", "cabasa", "guiro", "guiro_long", "agogo_hi",
                                 "agogo_lo", "clave", "cowbell", "triangle", "triangle_open",
                                 "block_hi", "block_lo"), crash=False),

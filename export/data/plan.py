@@ -40,8 +40,8 @@ class Variant:
 class Job:
     """One piece and its variants: the unit of work of a worker process (parsed once)."""
 
-    kind: str  # "score" | "drums" | "loop"
-    source: str  # ScoreSource name, "drums", "percussion" or "loops"
+    kind: str  # "score" | "drums" | "electronic" | "loop"
+    source: str  # ScoreSource name, "drums", "percussion", "electronic" or "loops"
     piece_id: str
     split: str
     variants: tuple[Variant, ...]
@@ -76,7 +76,8 @@ def plan_corpus(config: DataConfig, limit: int | None = None) -> list[Job]:
         for ref in _sample(refs, cap, config.seed):
             ref = PieceRef(ref.source, safe_id(ref.piece_id), ref.corpus_path, ref.number)
             jobs.append(_score_job(config, source, ref))
-    for name, grooves in (("drums", config.drums), ("percussion", config.percussion)):
+    for name, grooves in (("drums", config.drums), ("percussion", config.percussion),
+                          ("electronic", config.electronic)):
         if grooves is None:
             continue
         per_style = grooves.patterns_per_style if limit is None else min(
@@ -121,7 +122,8 @@ def _score_job(config: DataConfig, source, ref: PieceRef) -> Job:
 
 
 def _drum_job(config: DataConfig, source: str, style: str, index: int) -> Job:
-    """One groove of ``source`` ("drums" or "percussion", also the piece id's folder)."""
+    """One groove of ``source`` ("drums", "percussion" or "electronic", also the piece id's
+    folder); an electronic track's key is drawn when it is rendered."""
     drums = config.groove_source(source)
     piece_id = f"{source}/{style}-{index:03d}"
     rng = piece_rng(config.seed, piece_id)
@@ -130,7 +132,8 @@ def _drum_job(config: DataConfig, source: str, style: str, index: int) -> Job:
     variant = Variant(item_id=f"{piece_id}--v0", seed=int(rng.integers(2**31)), label=drums.label,
                       soundfont=_soundfont(config, rng), bpm=float(rng.uniform(lo, max(lo, hi))),
                       kit=int(rng.choice(drums.kits)))
-    return Job("drums", source, piece_id, split_of(config.seed, piece_id, config.val_fraction),
+    kind = "electronic" if source == "electronic" else "drums"
+    return Job(kind, source, piece_id, split_of(config.seed, piece_id, config.val_fraction),
                (variant,), style=style)
 
 

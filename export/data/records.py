@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 
 SPLITS = ("train", "val")
-KINDS = ("score", "drums", "loop")
+KINDS = ("score", "drums", "electronic", "loop")
 
 # field -> accepted types; None marks a field that may be null
 FIELDS: dict[str, tuple[type, ...]] = {
