@@ -105,6 +105,28 @@ def test_drum_patterns_fit_their_bars_and_groove_is_seeded():
     assert a == b and {v.name for v in a.voices} >= {"kick", "snare", "hats"}
 
 
+def test_the_drum_loop_styles_have_kit_grooves_with_held_out_pieces():
+    """Every style word of the sonic-pi drum loops' captions ("breakbeat", "industrial") is
+    also a drum-kit style of the default corpus, planned under "drums" in both splits, so a
+    caption naming it is not learned from one recorded loop (session 22's regression)."""
+    from lmdm_export.data import default_config
+    from lmdm_export.data.drums import STYLES, bars_for, groove
+    from lmdm_export.data.plan import plan_corpus
+
+    config = default_config()
+    kit_styles = {STYLES[s].caption for s in config.drums.styles if STYLES[s].family == "kit"}
+    loop_words = {"breakbeat", "industrial"}
+    drum_loops = {info.caption for info in config.loops.loops if info.label == "drums"}
+    assert {f"{word} drum loop" for word in loop_words} <= drum_loops
+    assert loop_words <= kit_styles
+    jobs = [j for j in plan_corpus(config) if j.source == "drums" and j.style in loop_words]
+    assert {j.split for j in jobs} == {"train", "val"}
+    assert {v.label for j in jobs for v in j.variants} == {"drums"}
+    for name in loop_words:
+        perf = groove(name, 130.0, bars_for(name, 130.0, 20.0), 0, np.random.default_rng(2))
+        assert {v.name for v in perf.voices} >= {"kick", "snare"}
+
+
 def test_hand_percussion_grooves_use_hand_keys_and_plan_under_their_label():
     """The hand styles sound only GM keys 54-81 (no kit drums, no crash opening a phrase),
     as two stems; the default corpus plans them as "percussion/<style>-<n>" pieces with the

@@ -100,7 +100,7 @@ class DrumSource:
     (:mod:`lmdm_export.data.electronic`)."""
 
     styles: tuple[str, ...] = ("rock", "funk", "shuffle", "waltz", "bossa", "disco", "hiphop",
-                               "reggae", "swing", "march")
+                               "reggae", "swing", "march", "breakbeat", "industrial")
     patterns_per_style: int = 40
     bpm_range: tuple[float, float] = (70.0, 160.0)
     seconds_range: tuple[float, float] = (16.0, 32.0)

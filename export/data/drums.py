@@ -115,6 +115,22 @@ STYLES: dict[str, Style] = {
         {"kick": "x.......x.......", "snare": "X.xxX.x.X.xxX.x.", "crash": "........x......."},
         {"kick": "x.......x.......", "snare": "X.x.X.xxX.x.XxxX"},
     )),
+    # Breakbeat: the syncopated kick and ghosted snare of the funk breaks sampled in hip-hop
+    # and jungle (an amen-like bar, a two-bar-phrase answer, a funky-drummer-like bar).
+    # Industrial: a pounding kick, snare and clap layered on the backbeat, a metallic cowbell
+    # line. Both name the sonic-pi drum loops' styles, which had one recorded loop each.
+    "breakbeat": Style("breakbeat", 4, 4, (90, 160), (
+        {"kick": "x.x.......xx....", "snare": "....X..o.o..X..o", "ride": "x.x.x.x.x.x.x.x."},
+        {"kick": "x.x.......x.....", "snare": ".o..X..o.o....X.", "hat": "x.x.x.x.x.x.x.x."},
+        {"kick": "x.x...x...x..x..", "snare": "....X..o.o.oX..o", "hat": "xxxxxxxoxxxxxoxx",
+         "open": ".......x.....x.."},
+    ), swing=0.1),
+    "industrial": Style("industrial", 4, 4, (95, 140), (
+        {"kick": "x...x...x...x.x.", "snare": "....X.......X...", "clap": "....X.......X...",
+         "hat": "x.x.x.x.x.x.x.x.", "cowbell": "x..x..x...x..x.."},
+        {"kick": "x..xx...x..xx...", "snare": "....X.......X..x", "clap": "....X.......X...",
+         "tamb": "..x...x...x...x.", "hat": "xxxxxxxxxxxxxxxx"},
+    )),
     # Hand percussion. Clave and bell lines are the usual ones of each style; conga, bongo and
     # timbale parts are simplified (heel-toe as ghost notes, tones and slaps as hits/accents).
     "tumbao": Style("conga tumbao", 4, 4, (88, 132), (
