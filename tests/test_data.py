@@ -127,6 +127,22 @@ def test_the_drum_loop_styles_have_kit_grooves_with_held_out_pieces():
         assert {v.name for v in perf.voices} >= {"kick", "snare"}
 
 
+def test_drum_captions_are_worded_several_ways_by_their_own_rng():
+    """A kit groove's caption says "drum groove", "drum loop" or "drum beat" (about half,
+    a quarter, a quarter), always with its style and tempo; without an rng, "drum groove"."""
+    from lmdm_export.data.captions import drum_caption
+
+    rng = np.random.default_rng(0)
+    caps = [drum_caption("breakbeat", "jazz", 125.4, rng) for _ in range(400)]
+    assert all(c.startswith("breakbeat drum ") and c.endswith(", 125 bpm") for c in caps)
+    shares = {w: sum(f"drum {w}," in c for c in caps) / len(caps)
+              for w in ("groove", "loop", "beat")}
+    assert sum(shares.values()) == 1.0 and 0.4 < shares["groove"] < 0.6
+    assert 0.17 < shares["loop"] < 0.33 and 0.17 < shares["beat"] < 0.33
+    assert "breakbeat drum loop, 125 bpm" in caps
+    assert drum_caption("rock", "room", 99.6) == "rock drum groove, room kit, 100 bpm"
+
+
 def test_hand_percussion_grooves_use_hand_keys_and_plan_under_their_label():
     """The hand styles sound only GM keys 54-81 (no kit drums, no crash opening a phrase),
     as two stems; the default corpus plans them as "percussion/<style>-<n>" pieces with the

@@ -7,6 +7,8 @@ and their relative minors), never derived from music21's interval arithmetic, wh
 
 from __future__ import annotations
 
+import numpy as np
+
 MAJOR_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 MINOR_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
 
@@ -22,8 +24,18 @@ def score_caption(instrument: str, form: str, key: str, bpm: float) -> str:
     return f"{instrument} {form} in {key}, {round(bpm)} bpm"
 
 
-def drum_caption(style: str, kit: str, bpm: float) -> str:
-    return f"{style} drum groove, {kit} kit, {round(bpm)} bpm"
+# A drum-kit groove's caption is worded one of these ways, with these weights: users say
+# "drum loop" and "beat" as often as "groove", and a phrase carried only by the five recorded
+# drum loops was not learned (session 23: "breakbeat drum loop" rendered as electronic tracks).
+DRUM_WORDINGS = ("{style} drum groove, {kit} kit, {bpm} bpm", "{style} drum loop, {bpm} bpm",
+                 "{style} drum beat, {kit} kit, {bpm} bpm")
+DRUM_WORDING_WEIGHTS = (0.5, 0.25, 0.25)
+
+
+def drum_caption(style: str, kit: str, bpm: float, rng: np.random.Generator | None = None) -> str:
+    """A :data:`DRUM_WORDINGS` caption drawn by ``rng`` (the first one without it)."""
+    k = 0 if rng is None else int(rng.choice(len(DRUM_WORDINGS), p=DRUM_WORDING_WEIGHTS))
+    return DRUM_WORDINGS[k].format(style=style, kit=kit, bpm=round(bpm))
 
 
 def hand_percussion_caption(style: str, bpm: float) -> str:

@@ -29,7 +29,7 @@ from lmdm_export.data.performance import (
     scale_time,
     transpose,
 )
-from lmdm_export.data.plan import Job, Variant
+from lmdm_export.data.plan import Job, Variant, piece_rng
 from lmdm_export.data.records import write_audio_atomic, write_json_atomic
 from lmdm_export.data.scores import ScorePiece, load_piece
 from lmdm_export.data.synth import Synth, to_output
@@ -121,8 +121,10 @@ class Worker:
         if style.family == "hand":
             caption = captions.hand_percussion_caption(style.caption, v.bpm)
         else:
+            # Its own stream, so the wording leaves the groove's draws as they were.
+            wording = piece_rng(self.config.seed, f"caption:{job.piece_id}")
             caption = captions.drum_caption(style.caption, KIT_NAMES.get(v.kit, f"kit {v.kit}"),
-                                            v.bpm)
+                                            v.bpm, wording)
         fields = {"title": f"{style.caption} groove", "composer": "",
                   "copyright": "", "key": None, "tempo": float(v.bpm)}
         written = self._write_synth_item(job, v, perf, caption, fields,
