@@ -116,9 +116,9 @@ STYLES: dict[str, Style] = {
         {"kick": "x.......x.......", "snare": "X.x.X.xxX.x.XxxX"},
     )),
     # Breakbeat: the syncopated kick and ghosted snare of the funk breaks sampled in hip-hop
-    # and jungle (an amen-like bar, a two-bar-phrase answer, a funky-drummer-like bar).
-    # Industrial: a pounding kick, snare and clap layered on the backbeat, a metallic cowbell
-    # line. Both name the sonic-pi drum loops' styles, which had one recorded loop each.
+    # and jungle (an amen-like bar, a variation, a funky-drummer-like bar).
+    # Industrial: a pounding kick, snare and clap layered on the backbeat, a cowbell or
+    # tambourine line. Both name the sonic-pi drum loops' styles, which had one recorded loop each.
     "breakbeat": Style("breakbeat", 4, 4, (90, 160), (
         {"kick": "x.x.......xx....", "snare": "....X..o.o..X..o", "ride": "x.x.x.x.x.x.x.x."},
         {"kick": "x.x.......x.....", "snare": ".o..X..o.o....X.", "hat": "x.x.x.x.x.x.x.x."},
