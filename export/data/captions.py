@@ -24,9 +24,9 @@ def score_caption(instrument: str, form: str, key: str, bpm: float) -> str:
     return f"{instrument} {form} in {key}, {round(bpm)} bpm"
 
 
-# A drum-kit groove's caption is worded one of these ways, with these weights: users say
-# "drum loop" and "beat" as often as "groove", and a phrase carried only by the five recorded
-# drum loops was not learned (session 23: "breakbeat drum loop" rendered as electronic tracks).
+# A drum-kit groove's caption is worded one of these ways, with these weights, so a prompt
+# need not say "groove": a phrase carried only by the five recorded drum loops was not learned
+# (session 23: "breakbeat drum loop" rendered as electronic tracks).
 DRUM_WORDINGS = ("{style} drum groove, {kit} kit, {bpm} bpm", "{style} drum loop, {bpm} bpm",
                  "{style} drum beat, {kit} kit, {bpm} bpm")
 DRUM_WORDING_WEIGHTS = (0.5, 0.25, 0.25)
