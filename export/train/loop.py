@@ -98,14 +98,19 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():  # noise drawn on the GPU (the codec's latent samples)
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():  # a GPU run resumed on a GPU
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def cosine_lr(step: int, *, base: float, warmup: int, total: int, floor: float = 0.05) -> float:
@@ -149,9 +154,22 @@ class Checkpointer:
         return out
 
 
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it (through dicts, lists and tuples) on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map(to_cpu, obj))
+    return obj
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
+    """Written on the CPU, so a checkpoint or release made on a GPU loads, resumes and exports
+    on a machine without one."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    torch.save(to_cpu(obj), tmp)
     os.replace(tmp, path)
 
 
