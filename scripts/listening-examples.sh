@@ -18,6 +18,7 @@ woodwinds|woodwind ensemble madrigal in Bb major, 68 bpm
 violin|violin air in A minor, 96 bpm
 accordion|accordion folk tune in G major, 112 bpm
 drums|rock drum groove, standard kit, 100 bpm
-electronic|electronic techno loop, 128 bpm
+breakbeat|breakbeat drum loop, 131 bpm
+electronic|electronic house track in A minor, 124 bpm
 percussion|conga tumbao groove, hand percussion, 104 bpm
 PROMPTS
