@@ -143,6 +143,25 @@ def test_drum_captions_are_worded_several_ways_by_their_own_rng():
     assert drum_caption("rock", "room", 99.6) == "rock drum groove, room kit, 100 bpm"
 
 
+def test_hand_percussion_captions_are_worded_several_ways_by_their_own_rng():
+    """A hand-percussion groove's caption says "groove, hand percussion", "hand percussion
+    loop" or "loop" (about half, a quarter, a quarter), always with its style and tempo, so the
+    sonic-pi loop's "hand percussion loop" and a plain "samba loop" are phrases the grooves
+    carry; without an rng, the first wording."""
+    from lmdm_export.data.captions import hand_percussion_caption
+
+    rng = np.random.default_rng(1)
+    caps = [hand_percussion_caption("samba", 103.6, rng) for _ in range(400)]
+    assert all(c.startswith("samba ") and c.endswith(", 104 bpm") for c in caps)
+    counts = {c: caps.count(c) / len(caps) for c in set(caps)}
+    assert set(counts) == {"samba groove, hand percussion, 104 bpm",
+                           "samba hand percussion loop, 104 bpm", "samba loop, 104 bpm"}
+    assert 0.4 < counts["samba groove, hand percussion, 104 bpm"] < 0.6
+    assert 0.17 < counts["samba loop, 104 bpm"] < 0.33
+    assert hand_percussion_caption("conga tumbao", 96.2) == \
+        "conga tumbao groove, hand percussion, 96 bpm"
+
+
 def test_hand_percussion_grooves_use_hand_keys_and_plan_under_their_label():
     """The hand styles sound only GM keys 54-81 (no kit drums, no crash opening a phrase),
     as two stems; the default corpus plans them as "percussion/<style>-<n>" pieces with the

@@ -118,11 +118,11 @@ class Worker:
                       timing_jitter_ms=drums.timing_jitter_ms,
                       velocity_jitter=drums.velocity_jitter)
         style = STYLES[job.style]
+        # Its own stream, so the wording leaves the groove's draws as they were.
+        wording = piece_rng(self.config.seed, f"caption:{job.piece_id}")
         if style.family == "hand":
-            caption = captions.hand_percussion_caption(style.caption, v.bpm)
+            caption = captions.hand_percussion_caption(style.caption, v.bpm, wording)
         else:
-            # Its own stream, so the wording leaves the groove's draws as they were.
-            wording = piece_rng(self.config.seed, f"caption:{job.piece_id}")
             caption = captions.drum_caption(style.caption, KIT_NAMES.get(v.kit, f"kit {v.kit}"),
                                             v.bpm, wording)
         fields = {"title": f"{style.caption} groove", "composer": "",
