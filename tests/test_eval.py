@@ -163,7 +163,7 @@ def test_eval_run_end_to_end_on_a_random_bundle(corpus, classifier, tiny_bundle,
     code = cli_main(["eval", "run", "--bundle", f"a={tiny_bundle}",
                      "--classifier", str(classifier / "classifier.pt"),
                      "--corpus", str(corpus), "--out", str(out), "--clips", "2",
-                     "--prompts", "1", "--stream-minutes", "0.1", "--segment-seconds", "3",
+                     "--prompts", "1", "--stream-minutes", "0.2", "--segment-seconds", "6",
                      "--stream-labels", "sine", "--steps", "2"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
@@ -190,7 +190,12 @@ def test_eval_run_end_to_end_on_a_random_bundle(corpus, classifier, tiny_bundle,
     drift = b["drift"]
     assert drift["labels"] == ["sine"] and len(drift["segments"]) == 2
     assert all(0.0 <= s["adherence"] <= 1.0 for s in drift["segments"])
-    assert drift["first_minute"]["clips_per_label"] == 2
+    assert drift["first_minute"]["clips_per_label"] == 4  # the whole 12 s stream
+    trend = drift["fd_trend"]  # two segments: a slope, but no error from an exact fit
+    assert trend["segments"] == 2 and trend["standard_error"] is None
+    fds = [s["fd"] for s in drift["segments"]]
+    minutes = drift["segments"][1]["start"] / 60 - drift["segments"][0]["start"] / 60
+    assert trend["slope_per_minute"] == pytest.approx((fds[1] - fds[0]) / minutes)
     md = (out / "report.md").read_text()
     assert "| **a** |" in md and "first minute" in md
     assert "| real B through a's codec |" in md and "a codec FD" in md
@@ -201,6 +206,26 @@ def test_eval_run_end_to_end_on_a_random_bundle(corpus, classifier, tiny_bundle,
     md = markdown_report(report)
     assert "| **a** |" in md and "| **b** |" in md
     assert "a adherence" in md and "b adherence" in md and "FD growth" in md
+    assert f"a {trend['slope_per_minute']:+.2f}, b {trend['slope_per_minute']:+.2f}." in md
+
+
+def test_a_linear_trend_has_the_ols_slope_and_standard_error():
+    """Against numpy's least-squares fit and its covariance (the textbook OLS error)."""
+    from lmdm_export.eval.trend import linear_trend
+
+    rng = np.random.default_rng(0)
+    x = np.arange(10) * 0.5 + 0.25
+    y = 70.0 + 1.5 * x + rng.normal(0.0, 5.0, 10)
+    slope, error = linear_trend(list(x), list(y))
+    fit, cov = np.polyfit(x, y, 1, cov="unscaled")
+    residual = y - np.polyval(fit, x)
+    assert slope == pytest.approx(fit[0])
+    assert error == pytest.approx(np.sqrt(cov[0, 0] * (residual ** 2).sum() / 8))
+    assert linear_trend([0.0, 2.0], [1.0, 5.0]) == (2.0, None)
+    with pytest.raises(ValueError, match="two distinct x"):
+        linear_trend([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="at least 2 points"):
+        linear_trend([1.0], [1.0])
 
 
 def test_bundle_arguments_take_an_optional_name():

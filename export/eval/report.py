@@ -121,7 +121,17 @@ def _targets(report: dict) -> list[str]:
         lines += ["", "FD growth, last minute minus first minute (less drift is smaller): "
                   + ", ".join(f"{n} {_num(g)}" for n, g in growth.items())
                   + f" (in the order given: {', '.join(names)})."]
+        trends = {n: d.get("fd_trend") for n, d in drifts.items()}
+        if all(trends.values()):
+            lines += ["", "FD trend over all segments, per minute, ± its standard error (a "
+                      "lower bound: adjacent segments are not independent): "
+                      + ", ".join(f"{n} {_trend(t)}" for n, t in trends.items()) + "."]
     return lines
+
+
+def _trend(trend: dict) -> str:
+    slope, error = trend["slope_per_minute"], trend["standard_error"]
+    return f"{slope:+.2f}" + ("" if error is None else f" ± {error:.2f}")
 
 
 def _growth(drift: dict) -> float | None:

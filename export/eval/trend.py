@@ -1,0 +1,31 @@
+"""The least-squares trend of a metric over a stream's segments, with its standard error.
+
+Drift is judged from the first and the last minute of one stream, but FD on one segment's few
+clips is noisy (session 24's streams: 64-99 per segment around no visible trend), so a growth of
+a few units between two minutes says little alone. The slope over all segments, with the usual
+OLS standard error ``sqrt(sum(residual^2) / (n - 2) / sum((x - mean x)^2))``, puts a scale beside
+it: two bundles' drifts differ when their slopes differ by more than a couple of standard errors.
+Adjacent segments of one stream are not independent, so the error is a lower bound.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def linear_trend(x: list[float], y: list[float]) -> tuple[float, float | None]:
+    """``(slope, standard error)`` of ``y`` against ``x`` (``n`` >= 2 points with distinct
+    ``x``); the error is ``None`` for two points, which fit exactly."""
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xs.shape != ys.shape or len(xs) < 2:
+        raise ValueError(f"a trend needs at least 2 points of x and y, got {len(xs)} and "
+                         f"{len(ys)}")
+    dx = xs - xs.mean()
+    sxx = float((dx ** 2).sum())
+    if sxx == 0.0:
+        raise ValueError("a trend needs at least two distinct x values")
+    slope = float((dx * (ys - ys.mean())).sum() / sxx)
+    if len(xs) == 2:
+        return slope, None
+    residual = ys - ys.mean() - slope * dx
+    return slope, float(np.sqrt((residual ** 2).sum() / (len(xs) - 2) / sxx))
