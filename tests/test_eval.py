@@ -207,6 +207,7 @@ def test_eval_run_end_to_end_on_a_random_bundle(corpus, classifier, tiny_bundle,
     assert "| **a** |" in md and "| **b** |" in md
     assert "a adherence" in md and "b adherence" in md and "FD growth" in md
     assert f"a {trend['slope_per_minute']:+.2f}, b {trend['slope_per_minute']:+.2f}." in md
+    assert "Paired against a" in md and "b - a +0.00 (positive" in md  # same stream, no gap
 
 
 def test_a_linear_trend_has_the_ols_slope_and_standard_error():
