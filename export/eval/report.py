@@ -8,7 +8,7 @@ the table can be rebuilt from it.
 
 from __future__ import annotations
 
-from lmdm_export.eval.trend import linear_trend
+from lmdm_export.eval.trend import segment_trend
 
 TARGETS = ("adherence >= 90%", "tonal energy >= 0.85", "FD <= 1.5x real-vs-real",
            "real-time factor >= 20")
@@ -129,7 +129,8 @@ def _targets(report: dict) -> list[str]:
                       "lower bound: adjacent segments are not independent): "
                       + ", ".join(f"{n} {_trend(t)}" for n, t in trends.items()) + "."]
         first, *others = drifts
-        paired = {n: _paired_trend(drifts[first], drifts[n]) for n in others}
+        paired = {n: segment_trend(drifts[n]["segments"], minus=drifts[first]["segments"])
+                  for n in others}
         if all(paired.values()):
             lines += ["", f"Paired against {first}: every bundle's stream is rendered from the "
                       "same seed, so the segments' FDs move together and their difference is "
@@ -137,18 +138,6 @@ def _targets(report: dict) -> list[str]:
                       + ", ".join(f"{n} - {first} {_trend(t)}" for n, t in paired.items())
                       + " (positive: drifts more than " + first + ")."]
     return lines
-
-
-def _paired_trend(reference: dict, other: dict) -> dict | None:
-    """The trend of ``other``'s per-segment FD minus ``reference``'s, over the segments both
-    scored; ``None`` with fewer than two."""
-    pairs = [(0.5 * (a["start"] + a["end"]) / 60.0, b["fd"] - a["fd"])
-             for a, b in zip(reference["segments"], other["segments"], strict=False)
-             if a["start"] == b["start"] and a["fd"] is not None and b["fd"] is not None]
-    if len(pairs) < 2:
-        return None
-    slope, error = linear_trend([x for x, _ in pairs], [y for _, y in pairs])
-    return {"slope_per_minute": slope, "standard_error": error}
 
 
 def _trend(trend: dict) -> str:

@@ -42,7 +42,7 @@ from lmdm_export.eval.generate import BundleSource
 from lmdm_export.eval.motion import spectral_motion
 from lmdm_export.eval.report import markdown_report
 from lmdm_export.eval.tonal import NON_TONAL_LABELS, tonal_energy
-from lmdm_export.eval.trend import linear_trend
+from lmdm_export.eval.trend import segment_trend
 from lmdm_export.train.corpus import Item, read_items
 
 log = logging.getLogger(__name__)
@@ -190,12 +190,6 @@ def _drift(source: BundleSource, model: LabelClassifier, refs: dict[str, LabelRe
         segments.append({"start": first * spec.clip_seconds,
                          "end": (first + per_segment) * spec.clip_seconds, **row})
     labels = list(streams)
-    scored = [seg for seg in segments if seg["fd"] is not None]
-    trend = None
-    if len(scored) >= 2:
-        slope, error = linear_trend([0.5 * (seg["start"] + seg["end"]) / 60.0 for seg in scored],
-                                    [seg["fd"] for seg in scored])
-        trend = {"slope_per_minute": slope, "standard_error": error, "segments": len(scored)}
 
     def real_vs_real(count: int) -> float | None:
         return _fd([refs[lab].emb_b[:count] for lab in labels],
@@ -211,7 +205,7 @@ def _drift(source: BundleSource, model: LabelClassifier, refs: dict[str, LabelRe
         "first_minute": window(0, per_minute),
         "last_minute": window(max(0, total - per_minute), per_minute),
         "real_vs_real_fd_minute": real_vs_real(per_minute),
-        "fd_trend": trend,
+        "fd_trend": segment_trend(segments),
         "stream_realtime_factor": stream_rtf,
     }
 

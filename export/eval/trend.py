@@ -29,3 +29,21 @@ def linear_trend(x: list[float], y: list[float]) -> tuple[float, float | None]:
         return slope, None
     residual = ys - ys.mean() - slope * dx
     return slope, float(np.sqrt((residual ** 2).sum() / (len(xs) - 2) / sxx))
+
+
+def segment_trend(segments: list[dict], minus: list[dict] | None = None) -> dict | None:
+    """FD's trend per minute over a drift stream's ``segments`` (each with ``start``, ``end``
+    in seconds and ``fd``), or of their FD minus ``minus``'s segment by segment (another
+    bundle's stream of the same seed); segments without an FD are left out. ``None`` with
+    fewer than two."""
+    pairs = []
+    for seg, ref in zip(segments, minus or [None] * len(segments), strict=False):
+        if seg["fd"] is None or (ref is not None and (ref["fd"] is None
+                                                      or ref["start"] != seg["start"])):
+            continue
+        pairs.append((0.5 * (seg["start"] + seg["end"]) / 60.0,
+                      seg["fd"] - (0.0 if ref is None else ref["fd"])))
+    if len(pairs) < 2:
+        return None
+    slope, error = linear_trend([x for x, _ in pairs], [y for _, y in pairs])
+    return {"slope_per_minute": slope, "standard_error": error, "segments": len(pairs)}
