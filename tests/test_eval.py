@@ -73,15 +73,16 @@ def test_downmix_and_resample_keep_duration_and_pitch():
 
 
 def _write_corpus(root: Path, seconds: float = 6.0) -> Path:
-    """Two labels a classifier must separate: "sine" (random pitch) and "noise"; 4 train and 2
-    val pieces each, every piece one FLAC."""
+    """Two labels a classifier must separate: "sine" (random pitch) and "noise"; 4 train pieces
+    of ``seconds`` and 2 val pieces of twice that each, every piece one FLAC."""
     rng = np.random.default_rng(0)
     (root / "audio").mkdir(parents=True)
-    t = np.arange(int(seconds * RATE)) / RATE
     records = []
     for label in ("sine", "noise"):
         for k in range(6):
             split = "train" if k < 4 else "val"
+            duration = seconds if split == "train" else 2 * seconds
+            t = np.arange(int(duration * RATE)) / RATE
             if label == "sine":
                 f0 = rng.uniform(150, 800)
                 audio = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.1 * np.sin(4 * np.pi * f0 * t)
@@ -92,7 +93,7 @@ def _write_corpus(root: Path, seconds: float = 6.0) -> Path:
             path = f"audio/{label}-{k}.flac"
             sf.write(str(root / path), audio.astype(np.float32), RATE)
             records.append({"id": f"{label}-{k}", "label": label, "caption": caption,
-                            "split": split, "path": path, "duration": seconds,
+                            "split": split, "path": path, "duration": duration,
                             "piece_id": f"{label}/{k}", "sample_rate": RATE})
     (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return root
@@ -163,8 +164,8 @@ def test_eval_run_end_to_end_on_a_random_bundle(corpus, classifier, tiny_bundle,
     code = cli_main(["eval", "run", "--bundle", f"a={tiny_bundle}",
                      "--classifier", str(classifier / "classifier.pt"),
                      "--corpus", str(corpus), "--out", str(out), "--clips", "2",
-                     "--prompts", "1", "--stream-minutes", "0.2", "--segment-seconds", "6",
-                     "--stream-labels", "sine", "--steps", "2"])
+                     "--prompts", "1", "--stream-minutes", "0.1", "--segment-seconds", "3",
+                     "--stream-labels", "sine", "--streams", "2", "--steps", "2"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     ref = report["reference"]
@@ -190,14 +191,18 @@ def test_eval_run_end_to_end_on_a_random_bundle(corpus, classifier, tiny_bundle,
     drift = b["drift"]
     assert drift["labels"] == ["sine"] and len(drift["segments"]) == 2
     assert all(0.0 <= s["adherence"] <= 1.0 for s in drift["segments"])
-    assert drift["first_minute"]["clips_per_label"] == 4  # the whole 12 s stream
+    # two 6 s streams from the label's one prompt, on two seeds: each 3 s segment pools a clip
+    # of each, the "minute" is both whole streams
+    assert drift["streams_per_label"] == 2 and len(drift["prompts"]["sine"]) == 2
+    assert [s["clips_per_label"] for s in drift["segments"]] == [2, 2]
+    assert drift["first_minute"]["clips_per_label"] == 4
     trend = drift["fd_trend"]  # two segments: a slope, but no error from an exact fit
     assert trend["segments"] == 2 and trend["standard_error"] is None
     fds = [s["fd"] for s in drift["segments"]]
     minutes = drift["segments"][1]["start"] / 60 - drift["segments"][0]["start"] / 60
     assert trend["slope_per_minute"] == pytest.approx((fds[1] - fds[0]) / minutes)
     md = (out / "report.md").read_text()
-    assert "| **a** |" in md and "first minute" in md
+    assert "| **a** |" in md and "first minute" in md and "2 0.1-minute streams per label" in md
     assert "| real B through a's codec |" in md and "a codec FD" in md
     assert "spectral motion" in md
 
@@ -240,6 +245,19 @@ def test_eval_run_names_an_unknown_label(corpus, classifier, tiny_bundle, tmp_pa
                      str(tmp_path), "--labels", "sine,kazoo", "--stream-minutes", "0"])
     assert code == 2
     assert "kazoo" in capsys.readouterr().err
+
+
+def test_eval_run_names_too_little_real_audio_for_the_drift_streams(corpus, classifier,
+                                                                      tiny_bundle, tmp_path,
+                                                                      capsys):
+    """Three 6 s streams need 6 real clips per reference set; each val piece gives 4."""
+    code = cli_main(["eval", "run", "--bundle", str(tiny_bundle), "--classifier",
+                     str(classifier / "classifier.pt"), "--corpus", str(corpus), "--out",
+                     str(tmp_path), "--labels", "sine", "--clips", "2", "--stream-labels", "sine",
+                     "--stream-minutes", "0.1", "--streams", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "sine 4 of 6" in err and "fewer --streams" in err
+    assert not (tmp_path / "report.json").exists()
 
 
 def test_eval_codec_splits_the_codecs_cost(corpus, classifier, tmp_path):

@@ -92,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = EvalConfig(
         bundles=bundles, classifier=str(args.classifier), corpus=str(args.corpus),
         out=str(args.out or "runs/eval"), clips=args.clips, prompts=args.prompts,
-        labels=_split(args.labels), stream_minutes=args.stream_minutes,
+        labels=_split(args.labels), stream_minutes=args.stream_minutes, streams=args.streams,
         segment_seconds=args.segment_seconds, seed=args.seed, steps=args.steps, cfg=args.cfg,
         cfg_interval=None if args.cfg_interval is None else tuple(args.cfg_interval),
         method=args.method, providers=args.providers, threads=args.threads,

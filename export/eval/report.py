@@ -98,10 +98,15 @@ def _drift(report: dict) -> list[str]:
             row += [_pct(d[key]["adherence"]), _num(d[key]["fd"]),
                     _num(d[key]["tonal_energy"])]
         rows.append(row)
-    prompts = "; ".join(f"{k}: '{v}'" for k, v in first["prompts"].items())
-    lines = [f"Drift: one {first['stream_seconds'] / 60:g}-minute stream per prompt "
-             f"({prompts}), "
-             f"FD pooled over the {len(first['labels'])} streams against real A on equal "
+    streams = first.get("streams_per_label", 1)
+    prompts = "; ".join(f"{k}: " + ", ".join(f"'{p}'" for p in ([v] if isinstance(v, str) else v))
+                        for k, v in first["prompts"].items())
+    minutes = f"{first['stream_seconds'] / 60:g}-minute"
+    how = (f"one {minutes} stream per prompt" if streams == 1 else
+           f"{streams} {minutes} streams per label, each from its own seed and the label's "
+           "prompts in turn")
+    lines = [f"Drift: {how} ({prompts}), FD pooled over the {len(first['labels']) * streams} "
+             f"streams against real A on equal "
              f"counts. Real-vs-real on the same counts: {_num(first['real_vs_real_fd_segment'])}"
              f" per segment, {_num(first['real_vs_real_fd_minute'])} per minute.", ""]
     return lines + _table(header, rows)

@@ -11,10 +11,12 @@ different pieces; :func:`lmdm_export.eval.clips.reference_sets`):
   per label; beside it real-vs-real (B against A) and white-noise-vs-real (noise at the RMS of
   A's clips), always on the same clip counts, because FD's small-sample bias is large;
 * **tonal energy**: median over the clips of tonal labels (drums and loops excluded);
-* **drift**: for each of ``stream_labels``, one stream of ``stream_minutes`` from one prompt,
-  cut into ``segment_seconds`` segments; adherence, FD and tonal energy per segment (pooled over
-  the stream labels, FD against A with equal per-label counts), the first minute against the
-  last, and FD's least-squares trend per minute over the segments with its standard error;
+* **drift**: for each of ``stream_labels``, ``streams`` streams of ``stream_minutes`` (each
+  from its own prompt and seed), cut into ``segment_seconds`` segments; adherence, FD and tonal
+  energy per segment (pooled over all streams, FD against A with equal per-label counts), the
+  first minute against the last, and FD's least-squares trend per minute over the segments with
+  its standard error. One stream per label gives 10 clips per label and segment, whose FD moves
+  by several units from segment to segment; more streams narrow that noise;
 * **speed**: real-time factor of each bundle over all of the above, decode included;
 * **codec ceiling**: set B encoded and decoded by each bundle's own autoencoder, scored as
   generated clips are (adherence, FD to A, tonal energy): what the generator would reach with
@@ -59,6 +61,7 @@ class EvalConfig:
     labels: tuple[str, ...] | None = None  # None: every label of the classifier
     stream_minutes: float = 5.0
     stream_labels: tuple[str, ...] = ("piano", "strings", "drums")
+    streams: int = 1  # drift streams per stream label
     segment_seconds: float = 30.0
     seed: int = 0
     steps: int | None = None
@@ -158,31 +161,40 @@ def _generate_label(source: BundleSource, ref: LabelRef, n: int, clip_samples: i
 
 def _drift(source: BundleSource, model: LabelClassifier, refs: dict[str, LabelRef],
            cfg: EvalConfig, index: dict[str, int]) -> dict:
-    """Adherence and FD per segment of one long stream per stream label, pooled over labels."""
+    """Adherence and FD per segment of ``cfg.streams`` long streams per stream label, pooled
+    over streams and labels. Stream k of a label plays the label's caption k (cycling) from seed
+    ``seed + 1000 + k``, so every bundle renders the same streams and segments pair up."""
     spec = model.spec
     seconds = cfg.stream_minutes * 60
     per_segment = max(1, round(cfg.segment_seconds / spec.clip_seconds))
     per_minute = max(1, round(min(60.0, seconds) / spec.clip_seconds))
-    streams, stream_rtf = {}, {}
+    streams: dict[str, list[Scored]] = {}
+    prompts: dict[str, list[str]] = {}
+    stream_rtf = {}
     for label in cfg.stream_labels:
+        captions = refs[label].captions
+        prompts[label] = [captions[k % len(captions)] for k in range(cfg.streams)]
         wall, audio_s = source.wall_seconds, source.audio_seconds
-        audio = source.render(refs[label].captions[0], seconds, seed=cfg.seed + 1000)
+        streams[label] = []
+        for k, caption in enumerate(prompts[label]):
+            audio = source.render(caption, seconds, seed=cfg.seed + 1000 + k)
+            streams[label].append(_score(model, cut_clips(audio, spec.clip_samples),
+                                         tonal=label not in NON_TONAL_LABELS))
         stream_rtf[label] = ((source.audio_seconds - audio_s)
                              / max(source.wall_seconds - wall, 1e-9))
-        streams[label] = _score(model, cut_clips(audio, spec.clip_samples),
-                                tonal=label not in NON_TONAL_LABELS)
-    total = min(len(s.pred) for s in streams.values())
+    total = min(len(s.pred) for runs in streams.values() for s in runs)
 
     def window(first: int, count: int) -> dict:
         hits, gen, real, tonal = {}, [], [], []
-        for label, s in streams.items():
-            hits[label] = float(np.mean(s.pred[first:first + count] == index[label]))
-            gen.append(s.emb[first:first + count])
-            real.append(refs[label].emb_a[:count])
-            tonal.append(s.tonal[first:first + count])
+        for label, runs in streams.items():
+            span = slice(first, first + count)
+            hits[label] = float(np.mean([s.pred[span] == index[label] for s in runs]))
+            gen += [s.emb[span] for s in runs]
+            real.append(refs[label].emb_a[:count * len(runs)])
+            tonal += [s.tonal[span] for s in runs]
         return {"adherence": float(np.mean(list(hits.values()))), "adherence_per_label": hits,
                 "fd": _fd(gen, real), "tonal_energy": _median(tonal),
-                "clips_per_label": count}
+                "clips_per_label": count * cfg.streams}
 
     segments = []
     for first in range(0, total - per_segment + 1, per_segment):
@@ -192,12 +204,13 @@ def _drift(source: BundleSource, model: LabelClassifier, refs: dict[str, LabelRe
     labels = list(streams)
 
     def real_vs_real(count: int) -> float | None:
-        return _fd([refs[lab].emb_b[:count] for lab in labels],
-                   [refs[lab].emb_a[:count] for lab in labels])
+        n = count * cfg.streams
+        return _fd([refs[lab].emb_b[:n] for lab in labels], [refs[lab].emb_a[:n] for lab in labels])
 
     return {
         "labels": labels,
-        "prompts": {lab: refs[lab].captions[0] for lab in labels},
+        "prompts": prompts,
+        "streams_per_label": cfg.streams,
         "stream_seconds": seconds,
         "segment_seconds": per_segment * spec.clip_seconds,
         "segments": segments,
@@ -224,12 +237,25 @@ def evaluate(cfg: EvalConfig) -> dict:
                          f"{', '.join(spec.labels)})")
     if not cfg.bundles:
         raise ValueError("no bundle to evaluate")
+    if cfg.streams < 1:
+        raise ValueError(f"--streams must be at least 1, got {cfg.streams}")
     index = {lab: i for i, lab in enumerate(spec.labels)}
     stream_clips = math.ceil(min(60.0, cfg.stream_minutes * 60) / spec.clip_seconds)
     all_labels = list(dict.fromkeys([*labels, *cfg.stream_labels]))
     needed = {lab: max(cfg.clips if lab in labels else 0,
-                       stream_clips if lab in cfg.stream_labels else 0) for lab in all_labels}
+                       stream_clips * cfg.streams if lab in cfg.stream_labels else 0)
+              for lab in all_labels}
     refs = _references(cfg, all_labels, spec.clip_samples, spec.sample_rate, needed)
+    if cfg.stream_minutes > 0:
+        # Drift FDs compare a minute of every stream with as many real clips: fewer would bias
+        # the first and last minute differently from the segments.
+        short = [f"{lab} {min(len(refs[lab].real_a), len(refs[lab].real_b))} of "
+                 f"{needed[lab]}" for lab in cfg.stream_labels
+                 if min(len(refs[lab].real_a), len(refs[lab].real_b)) < needed[lab]]
+        if short:
+            raise ValueError(f"too little real audio for {cfg.streams} drift stream(s) per "
+                             f"label (real clips per reference set: {', '.join(short)}); pass "
+                             "fewer --streams or other --stream-labels")
     rng = np.random.default_rng(cfg.seed)
     real, pred_b, noise = {}, {}, {}
     for lab, ref in refs.items():
