@@ -43,8 +43,11 @@ $LMDM export --checkpoint runs/lmdm/release.pt --out runs/bundles/lmdm --force \
 $LMDM export --checkpoint runs/arc/release.pt --out runs/bundles/arc --force $SHIPPED_FORM
 
 classifier
-$LMDM eval run --bundle lmdm=runs/bundles/lmdm --bundle arc=runs/bundles/arc \
-    --bundle default=lmdm_bridge/default_bundle --classifier runs/classifier/classifier.pt \
+# The default first: the report pairs every other bundle's drift segments with its own (the
+# ARC stage alone: arc - default). Four streams per label, because one leaves drift in the
+# segments' noise (docs/default-model.md, how to read the numbers).
+$LMDM eval run --bundle default=lmdm_bridge/default_bundle --bundle arc=runs/bundles/arc \
+    --bundle lmdm=runs/bundles/lmdm --streams 4 --classifier runs/classifier/classifier.pt \
     --corpus data/corpus --out runs/eval
 LMDM=$LMDM sh scripts/listening-examples.sh
 echo "== done: lmdm_bridge/default_bundle; evaluation in runs/eval/report.md; examples in docs/examples"
