@@ -253,7 +253,7 @@ def test_eval_run_names_too_little_real_audio_for_the_drift_streams(corpus, clas
     """Three 6 s streams need 6 real clips per reference set; each val piece gives 4."""
     code = cli_main(["eval", "run", "--bundle", str(tiny_bundle), "--classifier",
                      str(classifier / "classifier.pt"), "--corpus", str(corpus), "--out",
-                     str(tmp_path), "--labels", "sine", "--clips", "2", "--stream-labels", "sine",
+                     str(tmp_path), "--labels", "sine", "--stream-labels", "sine",
                      "--stream-minutes", "0.1", "--streams", "3"])
     err = capsys.readouterr().err
     assert code == 2 and "sine 4 of 6" in err and "fewer --streams" in err

@@ -12,11 +12,12 @@ different pieces; :func:`lmdm_export.eval.clips.reference_sets`):
   A's clips), always on the same clip counts, because FD's small-sample bias is large;
 * **tonal energy**: median over the clips of tonal labels (drums and loops excluded);
 * **drift**: for each of ``stream_labels``, ``streams`` streams of ``stream_minutes`` (each
-  from its own prompt and seed), cut into ``segment_seconds`` segments; adherence, FD and tonal
-  energy per segment (pooled over all streams, FD against A with equal per-label counts), the
-  first minute against the last, and FD's least-squares trend per minute over the segments with
-  its standard error. One stream per label gives 10 clips per label and segment, whose FD moves
-  by several units from segment to segment; more streams narrow that noise;
+  from its own seed, on the label's prompts in turn), cut into ``segment_seconds`` segments;
+  adherence, FD and tonal energy per segment (pooled over all streams, FD against A with equal
+  per-label counts), the first minute against the last, and FD's least-squares trend per minute
+  over the segments with its standard error. One stream per label gives 10 clips per label and
+  segment, whose FD moves by several units from segment to segment; more streams narrow that
+  noise;
 * **speed**: real-time factor of each bundle over all of the above, decode included;
 * **codec ceiling**: set B encoded and decoded by each bundle's own autoencoder, scored as
   generated clips are (adherence, FD to A, tonal energy): what the generator would reach with
@@ -249,9 +250,10 @@ def evaluate(cfg: EvalConfig) -> dict:
     if cfg.stream_minutes > 0:
         # Drift FDs compare a minute of every stream with as many real clips: fewer would bias
         # the first and last minute differently from the segments.
-        short = [f"{lab} {min(len(refs[lab].real_a), len(refs[lab].real_b))} of "
-                 f"{needed[lab]}" for lab in cfg.stream_labels
-                 if min(len(refs[lab].real_a), len(refs[lab].real_b)) < needed[lab]]
+        have = {lab: min(len(refs[lab].real_a), len(refs[lab].real_b))
+                for lab in cfg.stream_labels}
+        short = [f"{lab} {n} of {stream_clips * cfg.streams}" for lab, n in have.items()
+                 if n < stream_clips * cfg.streams]
         if short:
             raise ValueError(f"too little real audio for {cfg.streams} drift stream(s) per "
                              f"label (real clips per reference set: {', '.join(short)}); pass "

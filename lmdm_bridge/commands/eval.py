@@ -52,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--stream-labels", action="append", metavar="A,B,...",
                      help="drift streams' labels (default: piano,strings,drums)")
     run.add_argument("--streams", type=int, default=1, metavar="N",
-                     help="drift streams per stream label, each from its own prompt and seed; "
-                          "more narrow the per-segment FD's noise (default 1)")
+                     help="drift streams per stream label, each from its own seed on the "
+                          "label's prompts in turn; more narrow the per-segment FD's noise "
+                          "(default 1)")
     run.add_argument("--segment-seconds", type=float, default=30.0,
                      help="drift segment length (default 30)")
     run.add_argument("--steps", type=int, help="sampler steps (default: the bundle's)")
