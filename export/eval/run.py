@@ -191,7 +191,7 @@ def _drift(source: BundleSource, model: LabelClassifier, refs: dict[str, LabelRe
             span = slice(first, first + count)
             hits[label] = float(np.mean([s.pred[span] == index[label] for s in runs]))
             gen += [s.emb[span] for s in runs]
-            real.append(refs[label].emb_a[:count * len(runs)])
+            real.append(refs[label].emb_a[:count * cfg.streams])
             tonal += [s.tonal[span] for s in runs]
         return {"adherence": float(np.mean(list(hits.values()))), "adherence_per_label": hits,
                 "fd": _fd(gen, real), "tonal_energy": _median(tonal),
@@ -241,19 +241,18 @@ def evaluate(cfg: EvalConfig) -> dict:
     if cfg.streams < 1:
         raise ValueError(f"--streams must be at least 1, got {cfg.streams}")
     index = {lab: i for i, lab in enumerate(spec.labels)}
-    stream_clips = math.ceil(min(60.0, cfg.stream_minutes * 60) / spec.clip_seconds)
+    # real clips per reference set the drift needs: a minute of every stream of a label
+    drift_clips = cfg.streams * math.ceil(min(60.0, cfg.stream_minutes * 60) / spec.clip_seconds)
     all_labels = list(dict.fromkeys([*labels, *cfg.stream_labels]))
     needed = {lab: max(cfg.clips if lab in labels else 0,
-                       stream_clips * cfg.streams if lab in cfg.stream_labels else 0)
-              for lab in all_labels}
+                       drift_clips if lab in cfg.stream_labels else 0) for lab in all_labels}
     refs = _references(cfg, all_labels, spec.clip_samples, spec.sample_rate, needed)
     if cfg.stream_minutes > 0:
         # Drift FDs compare a minute of every stream with as many real clips: fewer would bias
         # the first and last minute differently from the segments.
         have = {lab: min(len(refs[lab].real_a), len(refs[lab].real_b))
                 for lab in cfg.stream_labels}
-        short = [f"{lab} {n} of {stream_clips * cfg.streams}" for lab, n in have.items()
-                 if n < stream_clips * cfg.streams]
+        short = [f"{lab} {n} of {drift_clips}" for lab, n in have.items() if n < drift_clips]
         if short:
             raise ValueError(f"too little real audio for {cfg.streams} drift stream(s) per "
                              f"label (real clips per reference set: {', '.join(short)}); pass "
