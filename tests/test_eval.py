@@ -3,7 +3,6 @@ must separate, and ``eval run`` end to end on a random-weight bundle."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -161,7 +160,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 def test_eval_run_end_to_end_on_a_random_bundle(corpus, classifier, tiny_bundle, tmp_path):
     out = tmp_path / "eval"
-    code = cli_main(["eval", "run", "--bundle", f"a={tiny_bundle}",
+    code = cli_main(["eval", "run", "--bundle", f"a={tiny_bundle}", "--bundle", f"b={tiny_bundle}",
                      "--classifier", str(classifier / "classifier.pt"),
                      "--corpus", str(corpus), "--out", str(out), "--clips", "2",
                      "--prompts", "1", "--stream-minutes", "0.1", "--segment-seconds", "3",
@@ -201,18 +200,32 @@ def test_eval_run_end_to_end_on_a_random_bundle(corpus, classifier, tiny_bundle,
     fds = [s["fd"] for s in drift["segments"]]
     minutes = drift["segments"][1]["start"] / 60 - drift["segments"][0]["start"] / 60
     assert trend["slope_per_minute"] == pytest.approx((fds[1] - fds[0]) / minutes)
+    assert trend["stream_bootstrap_error"] >= 0  # two streams to redraw
+    assert "paired_trend" not in drift  # the first bundle is what the others pair with
+
+    # two bundles side by side: one column pair each, and the drift comparison; b is the same
+    # bundle, so its streams equal a's and every redrawn difference is zero
+    assert report["bundles"]["b"]["drift"]["segments"] == drift["segments"]
+    paired = report["bundles"]["b"]["drift"]["paired_trend"]
+    assert paired["minus"] == "a" and paired["slope_per_minute"] == 0.0
+    assert paired["stream_bootstrap_error"] == 0.0
     md = (out / "report.md").read_text()
-    assert "| **a** |" in md and "first minute" in md and "2 0.1-minute streams per label" in md
+    assert "first minute" in md and "2 0.1-minute streams per label" in md
     assert "| real B through a's codec |" in md and "a codec FD" in md
     assert "spectral motion" in md
-
-    # two bundles side by side: one column pair each, and the drift comparison
-    report["bundles"]["b"] = copy.deepcopy(b)
-    md = markdown_report(report)
     assert "| **a** |" in md and "| **b** |" in md
     assert "a adherence" in md and "b adherence" in md and "FD growth" in md
+    redrawn = f"{trend['slope_per_minute']:+.2f} (± {trend['stream_bootstrap_error']:.2f})"
+    assert f"a {redrawn}, b {redrawn}." in md and "over redrawn streams" in md
+    assert "Paired against a" in md and "b - a +0.00 (± 0.00) (positive" in md
+
+    # a report from before the redrawn-streams error (session 26) renders as it did
+    for d in (drift, report["bundles"]["b"]["drift"]):
+        d["fd_trend"].pop("stream_bootstrap_error")
+        d.pop("paired_trend", None)
+    md = markdown_report(report)
     assert f"a {trend['slope_per_minute']:+.2f}, b {trend['slope_per_minute']:+.2f}." in md
-    assert "Paired against a" in md and "b - a +0.00 (positive" in md  # same stream, no gap
+    assert "b - a +0.00 (positive" in md and "redrawn" not in md
 
 
 def test_a_linear_trend_has_the_ols_slope_and_standard_error():
@@ -232,6 +245,62 @@ def test_a_linear_trend_has_the_ols_slope_and_standard_error():
         linear_trend([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="at least 2 points"):
         linear_trend([1.0], [1.0])
+
+
+def _wandering_streams(rng, n: int, segments: int, per_segment: int, dim: int = 3):
+    """``n`` streams of ``segments * per_segment`` standard-normal embeddings whose mean walks
+    away along the first axis at a rate of its own per stream (drawn from N(0, 1) per segment):
+    each stream drifts, the streams do not agree on how much."""
+    clips = segments * per_segment
+    out = []
+    for _ in range(n):
+        e = rng.normal(size=(clips, dim))
+        e[:, 0] += rng.normal() * (np.arange(clips) // per_segment)
+        out.append(e)
+    return out
+
+
+def test_the_redrawn_streams_error_measures_how_far_another_draw_of_streams_moves_the_trend():
+    """The segments' FDs of a few wandering streams share those streams, so their OLS error
+    misses what another draw of streams would change; the bootstrap over streams comes within a
+    factor of two of the real spread between independent draws (measured here over 40; with four
+    streams it runs low, by sqrt(3/4) from the resampling alone)."""
+    from lmdm_export.eval.run import _fd
+    from lmdm_export.eval.trend import linear_trend, stream_bootstrap_error
+
+    rng = np.random.default_rng(0)
+    segments, per_segment, clip_seconds = 6, 20, 3.0
+    real = {"x": rng.normal(size=(per_segment * 4, 3))}
+    x = [(j + 0.5) * per_segment * clip_seconds / 60 for j in range(segments)]
+    slopes, ols, redrawn = [], [], []
+    for _ in range(40):
+        streams = {"x": _wandering_streams(rng, 4, segments, per_segment)}
+        fds = [_fd([e[j * per_segment:(j + 1) * per_segment] for e in streams["x"]], [real["x"]])
+               for j in range(segments)]
+        slope, error = linear_trend(x, fds)
+        slopes.append(slope)
+        ols.append(error)
+        redrawn.append(stream_bootstrap_error(streams, real, per_segment, clip_seconds, reps=50))
+    spread = np.std(slopes, ddof=1)
+    assert 0.5 * spread < np.mean(redrawn) < 2.0 * spread
+    assert np.mean(ols) < 0.5 * spread  # the OLS error understates it
+
+
+def test_the_redrawn_streams_error_is_zero_without_a_difference_and_none_without_streams():
+    from lmdm_export.eval.trend import stream_bootstrap_error
+
+    rng = np.random.default_rng(1)
+    real = {"x": rng.normal(size=(30, 3)), "y": rng.normal(size=(30, 3))}
+    streams = {lab: _wandering_streams(rng, 3, 4, 10) for lab in ("x", "y")}
+    error = stream_bootstrap_error(streams, real, 10, 3.0, reps=20, seed=3)
+    assert error > 0 and error == stream_bootstrap_error(streams, real, 10, 3.0, reps=20, seed=3)
+    # paired with itself: every redraw's segments cancel
+    assert stream_bootstrap_error(streams, real, 10, 3.0, minus=streams, reps=20) == 0.0
+    same = {lab: [runs[0]] * 3 for lab, runs in streams.items()}  # every draw the same streams
+    assert stream_bootstrap_error(same, real, 10, 3.0, reps=20) == pytest.approx(0.0, abs=1e-9)
+    one = {lab: runs[:1] for lab, runs in streams.items()}
+    assert stream_bootstrap_error(one, real, 10, 3.0) is None  # nothing to redraw
+    assert stream_bootstrap_error(streams, real, 25, 3.0) is None  # one segment: no trend
 
 
 def test_bundle_arguments_take_an_optional_name():

@@ -131,23 +131,37 @@ def _targets(report: dict) -> list[str]:
         trends = {n: d.get("fd_trend") for n, d in drifts.items()}
         if all(trends.values()):
             lines += ["", "FD trend over all segments, per minute, ± its standard error (a "
-                      "lower bound: adjacent segments are not independent): "
+                      "lower bound: adjacent segments are not independent)"
+                      + _redrawn(trends.values()) + ": "
                       + ", ".join(f"{n} {_trend(t)}" for n, t in trends.items()) + "."]
         first, *others = drifts
-        paired = {n: segment_trend(drifts[n]["segments"], minus=drifts[first]["segments"])
+        paired = {n: drifts[n].get("paired_trend")
+                  or segment_trend(drifts[n]["segments"], minus=drifts[first]["segments"])
                   for n in others}
         if all(paired.values()):
             lines += ["", f"Paired against {first}: every bundle's stream is rendered from the "
                       "same seed, so the segments' FDs move together and their difference is "
-                      "less noisy than either; its trend per minute, ± its standard error: "
+                      "less noisy than either; its trend per minute, ± its standard error"
+                      + _redrawn(paired.values()) + ": "
                       + ", ".join(f"{n} - {first} {_trend(t)}" for n, t in paired.items())
                       + " (positive: drifts more than " + first + ")."]
     return lines
 
 
+def _redrawn(trends) -> str:
+    """The note on the second error, where the trends have one (reports since session 27)."""
+    if not any(t.get("stream_bootstrap_error") is not None for t in trends):
+        return ""
+    return (" and, in brackets, its standard error over redrawn streams (a bootstrap over each "
+            "label's streams, which also counts how far one stream's wandering moves all its "
+            "segments)")
+
+
 def _trend(trend: dict) -> str:
     slope, error = trend["slope_per_minute"], trend["standard_error"]
-    return f"{slope:+.2f}" + ("" if error is None else f" ± {error:.2f}")
+    text = f"{slope:+.2f}" + ("" if error is None else f" ± {error:.2f}")
+    redrawn = trend.get("stream_bootstrap_error")
+    return text + ("" if redrawn is None else f" (± {redrawn:.2f})")
 
 
 def _growth(drift: dict) -> float | None:

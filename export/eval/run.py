@@ -15,9 +15,11 @@ different pieces; :func:`lmdm_export.eval.clips.reference_sets`):
   from its own seed, on the label's prompts in turn), cut into ``segment_seconds`` segments;
   adherence, FD and tonal energy per segment (pooled over all streams, FD against A with equal
   per-label counts), the first minute against the last, and FD's least-squares trend per minute
-  over the segments with its standard error. One stream per label gives 10 clips per label and
-  segment, whose FD moves by several units from segment to segment; more streams narrow that
-  noise;
+  over the segments with two standard errors: OLS over the segments, and over redrawn streams
+  (:func:`lmdm_export.eval.trend.stream_bootstrap_error`, two or more streams per label). Every
+  bundle after the first gets the same trend of its segments' FD minus the first bundle's
+  (``paired_trend``). One stream per label gives 10 clips per label and segment, whose FD moves
+  by several units from segment to segment; more streams narrow that noise;
 * **speed**: real-time factor of each bundle over all of the above, decode included;
 * **codec ceiling**: set B encoded and decoded by each bundle's own autoencoder, scored as
   generated clips are (adherence, FD to A, tonal energy): what the generator would reach with
@@ -45,7 +47,7 @@ from lmdm_export.eval.generate import BundleSource
 from lmdm_export.eval.motion import spectral_motion
 from lmdm_export.eval.report import markdown_report
 from lmdm_export.eval.tonal import NON_TONAL_LABELS, tonal_energy
-from lmdm_export.eval.trend import segment_trend
+from lmdm_export.eval.trend import segment_trend, stream_bootstrap_error
 from lmdm_export.train.corpus import Item, read_items
 
 log = logging.getLogger(__name__)
@@ -161,10 +163,12 @@ def _generate_label(source: BundleSource, ref: LabelRef, n: int, clip_samples: i
 
 
 def _drift(source: BundleSource, model: LabelClassifier, refs: dict[str, LabelRef],
-           cfg: EvalConfig, index: dict[str, int]) -> dict:
+           cfg: EvalConfig, index: dict[str, int]) -> tuple[dict, dict[str, list[np.ndarray]]]:
     """Adherence and FD per segment of ``cfg.streams`` long streams per stream label, pooled
-    over streams and labels. Stream k of a label plays the label's caption k (cycling) from seed
-    ``seed + 1000 + k``, so every bundle renders the same streams and segments pair up."""
+    over streams and labels, and the streams' embeddings (label -> one ``(clips, 64)`` array per
+    stream) for pairing them with another bundle's. Stream k of a label plays the label's
+    caption k (cycling) from seed ``seed + 1000 + k``, so every bundle renders the same streams
+    and segments pair up."""
     spec = model.spec
     seconds = cfg.stream_minutes * 60
     per_segment = max(1, round(cfg.segment_seconds / spec.clip_seconds))
@@ -208,6 +212,12 @@ def _drift(source: BundleSource, model: LabelClassifier, refs: dict[str, LabelRe
         n = count * cfg.streams
         return _fd([refs[lab].emb_b[:n] for lab in labels], [refs[lab].emb_a[:n] for lab in labels])
 
+    embeddings = {lab: [s.emb[:total] for s in runs] for lab, runs in streams.items()}
+    trend = segment_trend(segments)
+    if trend is not None:
+        trend["stream_bootstrap_error"] = stream_bootstrap_error(
+            embeddings, _segment_refs(refs, labels, per_segment, cfg.streams), per_segment,
+            spec.clip_seconds, seed=cfg.seed)
     return {
         "labels": labels,
         "prompts": prompts,
@@ -219,9 +229,32 @@ def _drift(source: BundleSource, model: LabelClassifier, refs: dict[str, LabelRe
         "first_minute": window(0, per_minute),
         "last_minute": window(max(0, total - per_minute), per_minute),
         "real_vs_real_fd_minute": real_vs_real(per_minute),
-        "fd_trend": segment_trend(segments),
+        "fd_trend": trend,
         "stream_realtime_factor": stream_rtf,
-    }
+    }, embeddings
+
+
+def _segment_refs(refs: dict[str, LabelRef], labels: list[str], per_segment: int,
+                  streams: int) -> dict[str, np.ndarray]:
+    """Real set A's embeddings a drift segment is scored against, per label."""
+    return {lab: refs[lab].emb_a[:per_segment * streams] for lab in labels}
+
+
+def _paired_trend(drift: dict, embeddings: dict[str, list[np.ndarray]], first: tuple,
+                  refs: dict[str, LabelRef], cfg: EvalConfig, clip_seconds: float) -> dict | None:
+    """FD's trend of ``drift``'s segments minus those of ``first`` = (name, its drift, its
+    streams' embeddings), the first bundle with drift streams, whose streams have the same seeds
+    and prompts; with the OLS error and the error over redrawn streams (the same draw for both)."""
+    name, base, base_embeddings = first
+    paired = segment_trend(drift["segments"], minus=base["segments"])
+    if paired is None:
+        return None
+    per_segment = max(1, round(cfg.segment_seconds / clip_seconds))
+    paired["minus"] = name
+    paired["stream_bootstrap_error"] = stream_bootstrap_error(
+        embeddings, _segment_refs(refs, drift["labels"], per_segment, cfg.streams), per_segment,
+        clip_seconds, minus=base_embeddings, seed=cfg.seed)
+    return paired
 
 
 def evaluate(cfg: EvalConfig) -> dict:
@@ -299,6 +332,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         list(reference["classifier_accuracy_on_real"].values())))
 
     results = {}
+    first_drift = None  # (name, drift, streams' embeddings) of the bundle the others pair with
     for name, path in cfg.bundles:
         log.info("bundle %s (%s)", name, path)
         source = BundleSource(name, path, spec.sample_rate, providers=cfg.providers,
@@ -339,7 +373,12 @@ def evaluate(cfg: EvalConfig) -> dict:
         if cfg.stream_minutes > 0 and cfg.stream_labels:
             log.info("  drift: %.1f min streams of %s", cfg.stream_minutes,
                      ", ".join(cfg.stream_labels))
-            result["drift"] = _drift(source, model, refs, cfg, index)
+            result["drift"], embeddings = _drift(source, model, refs, cfg, index)
+            if first_drift is None:
+                first_drift = (name, result["drift"], embeddings)
+            else:
+                result["drift"]["paired_trend"] = _paired_trend(
+                    result["drift"], embeddings, first_drift, refs, cfg, spec.clip_seconds)
         result["speed"] = source.timing()
         result["bundle"] = source.describe()
         results[name] = result
