@@ -162,13 +162,31 @@ def _generate_label(source: BundleSource, ref: LabelRef, n: int, clip_samples: i
     return np.concatenate(clips)[:n]
 
 
+@dataclass
+class DriftStreams:
+    """One bundle's drift streams as their error over redrawn streams needs them."""
+
+    embeddings: dict[str, list[np.ndarray]]  # label -> one (clips, 64) array per stream
+    real: dict[str, np.ndarray]  # label -> real set A's embeddings, the segments' reference
+    per_segment: int  # clips per segment
+    clip_seconds: float
+    seed: int
+
+    def redrawn_error(self, minus: DriftStreams | None = None) -> float | None:
+        """:func:`stream_bootstrap_error` of these streams' trend, or of their segments' FD
+        minus ``minus``'s (another bundle's streams of the same seeds)."""
+        return stream_bootstrap_error(self.embeddings, self.real, self.per_segment,
+                                      self.clip_seconds,
+                                      minus=None if minus is None else minus.embeddings,
+                                      seed=self.seed)
+
+
 def _drift(source: BundleSource, model: LabelClassifier, refs: dict[str, LabelRef],
-           cfg: EvalConfig, index: dict[str, int]) -> tuple[dict, dict[str, list[np.ndarray]]]:
+           cfg: EvalConfig, index: dict[str, int]) -> tuple[dict, DriftStreams]:
     """Adherence and FD per segment of ``cfg.streams`` long streams per stream label, pooled
-    over streams and labels, and the streams' embeddings (label -> one ``(clips, 64)`` array per
-    stream) for pairing them with another bundle's. Stream k of a label plays the label's
-    caption k (cycling) from seed ``seed + 1000 + k``, so every bundle renders the same streams
-    and segments pair up."""
+    over streams and labels, and the streams themselves for pairing them with another bundle's.
+    Stream k of a label plays the label's caption k (cycling) from seed ``seed + 1000 + k``, so
+    every bundle renders the same streams and segments pair up."""
     spec = model.spec
     seconds = cfg.stream_minutes * 60
     per_segment = max(1, round(cfg.segment_seconds / spec.clip_seconds))
@@ -212,12 +230,12 @@ def _drift(source: BundleSource, model: LabelClassifier, refs: dict[str, LabelRe
         n = count * cfg.streams
         return _fd([refs[lab].emb_b[:n] for lab in labels], [refs[lab].emb_a[:n] for lab in labels])
 
-    embeddings = {lab: [s.emb[:total] for s in runs] for lab, runs in streams.items()}
+    rendered = DriftStreams({lab: [s.emb[:total] for s in runs] for lab, runs in streams.items()},
+                            {lab: refs[lab].emb_a for lab in labels}, per_segment,
+                            spec.clip_seconds, cfg.seed)
     trend = segment_trend(segments)
     if trend is not None:
-        trend["stream_bootstrap_error"] = stream_bootstrap_error(
-            embeddings, _segment_refs(refs, labels, per_segment, cfg.streams), per_segment,
-            spec.clip_seconds, seed=cfg.seed)
+        trend["stream_bootstrap_error"] = rendered.redrawn_error()
     return {
         "labels": labels,
         "prompts": prompts,
@@ -231,29 +249,20 @@ def _drift(source: BundleSource, model: LabelClassifier, refs: dict[str, LabelRe
         "real_vs_real_fd_minute": real_vs_real(per_minute),
         "fd_trend": trend,
         "stream_realtime_factor": stream_rtf,
-    }, embeddings
+    }, rendered
 
 
-def _segment_refs(refs: dict[str, LabelRef], labels: list[str], per_segment: int,
-                  streams: int) -> dict[str, np.ndarray]:
-    """Real set A's embeddings a drift segment is scored against, per label."""
-    return {lab: refs[lab].emb_a[:per_segment * streams] for lab in labels}
-
-
-def _paired_trend(drift: dict, embeddings: dict[str, list[np.ndarray]], first: tuple,
-                  refs: dict[str, LabelRef], cfg: EvalConfig, clip_seconds: float) -> dict | None:
+def _paired_trend(drift: dict, streams: DriftStreams,
+                  first: tuple[str, dict, DriftStreams]) -> dict | None:
     """FD's trend of ``drift``'s segments minus those of ``first`` = (name, its drift, its
-    streams' embeddings), the first bundle with drift streams, whose streams have the same seeds
-    and prompts; with the OLS error and the error over redrawn streams (the same draw for both)."""
-    name, base, base_embeddings = first
+    streams), the first bundle with drift streams, whose streams have the same seeds and
+    prompts; with the OLS error and the error over redrawn streams (the same draw for both)."""
+    name, base, base_streams = first
     paired = segment_trend(drift["segments"], minus=base["segments"])
     if paired is None:
         return None
-    per_segment = max(1, round(cfg.segment_seconds / clip_seconds))
     paired["minus"] = name
-    paired["stream_bootstrap_error"] = stream_bootstrap_error(
-        embeddings, _segment_refs(refs, drift["labels"], per_segment, cfg.streams), per_segment,
-        clip_seconds, minus=base_embeddings, seed=cfg.seed)
+    paired["stream_bootstrap_error"] = streams.redrawn_error(minus=base_streams)
     return paired
 
 
@@ -332,7 +341,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         list(reference["classifier_accuracy_on_real"].values())))
 
     results = {}
-    first_drift = None  # (name, drift, streams' embeddings) of the bundle the others pair with
+    first_drift = None  # (name, drift, streams) of the bundle the others pair with
     for name, path in cfg.bundles:
         log.info("bundle %s (%s)", name, path)
         source = BundleSource(name, path, spec.sample_rate, providers=cfg.providers,
@@ -373,12 +382,12 @@ def evaluate(cfg: EvalConfig) -> dict:
         if cfg.stream_minutes > 0 and cfg.stream_labels:
             log.info("  drift: %.1f min streams of %s", cfg.stream_minutes,
                      ", ".join(cfg.stream_labels))
-            result["drift"], embeddings = _drift(source, model, refs, cfg, index)
+            result["drift"], streams = _drift(source, model, refs, cfg, index)
             if first_drift is None:
-                first_drift = (name, result["drift"], embeddings)
+                first_drift = (name, result["drift"], streams)
             else:
-                result["drift"]["paired_trend"] = _paired_trend(
-                    result["drift"], embeddings, first_drift, refs, cfg, spec.clip_seconds)
+                result["drift"]["paired_trend"] = _paired_trend(result["drift"], streams,
+                                                                first_drift)
         result["speed"] = source.timing()
         result["bundle"] = source.describe()
         results[name] = result
