@@ -161,7 +161,7 @@ def decoder_digest(model: LMDM) -> str:
 
 def replace_decoder(model: LMDM, codec_path: str | Path) -> LMDM:
     """Decode with the decoder of the released codec ``codec_path`` (a decoder fine-tuned with
-    its encoder frozen, ``configs/train/decoder-gan.toml``). The model's latents must mean the
+    its encoder frozen, ``configs/train/decoder.toml``). The model's latents must mean the
     same to it: its geometry, encoder weights and latent statistics must equal the model's own
     codec's, or the DiT's latents would be read by a decoder trained on other ones. The model's
     decode-time ``phase_iterations`` stay."""
@@ -185,7 +185,7 @@ def replace_decoder(model: LMDM, codec_path: str | Path) -> LMDM:
                          f"({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} "
                          "differ): a decoder for this model must be fine-tuned with the "
                          "model's encoder frozen (`init` the model's codec, `freeze_encoder = "
-                         "true`, as configs/train/decoder-gan.toml does)")
+                         "true`, as configs/train/decoder.toml does)")
     codec.decoder.load_state_dict({k[len("decoder."):]: v for k, v in state.items()
                                    if k.startswith("decoder.")})
     return model

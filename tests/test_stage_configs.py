@@ -25,7 +25,7 @@ from lmdm_export.train.cli import load_stage_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # A config's stage is its file name, except the default codec's variants.
-STAGE_OF = {"codec-linear": "autoencoder", "decoder-gan": "autoencoder"}
+STAGE_OF = {"codec-linear": "autoencoder", "decoder-gan": "autoencoder", "decoder": "autoencoder"}
 RECIPES = [ROOT / "configs" / "train"] + sorted(
     p for p in (ROOT / "configs" / "experiments").iterdir() if p.is_dir())
 CONFIGS = sorted(p for d in RECIPES for p in d.glob("*.toml"))
@@ -48,7 +48,8 @@ def test_every_committed_config_loads_as_its_stage(path):
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_the_stages_of_a_recipe_chain_into_each_other(recipe):
     """A recipe's stages chain into each other; a stage it leaves out is the default
-    pipeline's (an ARC-only experiment starts from the default LMDM and base)."""
+    pipeline's (an ARC-only experiment starts from the default LMDM and base, a decoder-only
+    one from the default codec)."""
     default = ROOT / "configs" / "train"
 
     def stage(name: str) -> dict:
@@ -62,12 +63,16 @@ def test_the_stages_of_a_recipe_chain_into_each_other(recipe):
     codec = recipe / "autoencoder.toml"
     if codec.exists():
         assert base["codec"] == f"{_raw(codec)['out']}/release.pt"
+    decoder = stage("decoder")
+    if (recipe / "decoder.toml").exists() or recipe.name == "train":
+        # scripts/experiment.sh and default-model.sh put it into the bundle of this codec
+        assert decoder["init"] == base["codec"] and decoder["freeze_encoder"] is True
     if (recipe / "arc.toml").exists():
         arc = _raw(recipe / "arc.toml")
         assert arc["init"] == f"{lmdm['out']}/release.pt"
         assert arc["base"] == f"{base['out']}/release.pt" and arc["latents"] == lmdm["latents"]
     if recipe.name != "train":  # an experiment never writes over the default pipeline's files
-        for name in ("base", "lmdm", "arc"):
+        for name in ("base", "lmdm", "arc", "decoder"):
             if (recipe / f"{name}.toml").exists():
                 assert stage(name)["out"] != _raw(default / f"{name}.toml")["out"]
         if codec.exists():
@@ -126,4 +131,5 @@ def test_experiment_script_names_a_missing_recipe():
     done = subprocess.run(["sh", "scripts/experiment.sh", "no-such-recipe"], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 2
-    assert "configs/experiments/no-such-recipe needs base.toml and lmdm.toml" in done.stderr
+    assert ("configs/experiments/no-such-recipe needs base.toml and lmdm.toml, or decoder.toml"
+            in done.stderr)
