@@ -1,6 +1,7 @@
 """The committed stage configs (configs/train, configs/experiments) load as typed configs, the
-stages of one recipe chain into each other, and scripts/stages.sh reads the values the shell
-pipelines use exactly as TOML does.
+stages of one recipe chain into each other, scripts/stages.sh reads the values the shell
+pipelines use exactly as TOML does, and scripts/experiment.sh exports each recipe with the
+decoder trained on its codec.
 
 These configs only run in `make default-model`, `scripts/experiment.sh` and the commands an
 ARC experiment's header gives (hours), so a renamed key or a broken path would otherwise
@@ -9,6 +10,8 @@ surface mid-pipeline.
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -133,3 +136,33 @@ def test_experiment_script_names_a_missing_recipe():
     assert done.returncode == 2
     assert ("configs/experiments/no-such-recipe needs base.toml and lmdm.toml, or decoder.toml"
             in done.stderr)
+
+
+def _experiment_export_line(tmp_path: Path, name: str) -> str:
+    """Run scripts/experiment.sh NAME with `echo` for lmdm-bridge in a copy of the scripts and
+    configs, where only the default codec and latents exist: every stage "trains" (is echoed),
+    and the export command it would run comes back."""
+    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    (tmp_path / "runs" / "codec").mkdir(parents=True)
+    (tmp_path / "runs" / "codec" / "release.pt").touch()
+    (tmp_path / "data" / "latents").mkdir(parents=True)
+    done = subprocess.run(["sh", "scripts/experiment.sh", name], cwd=tmp_path,
+                          env={**os.environ, "LMDM": "echo"}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    exports = [line for line in done.stdout.splitlines() if line.startswith("export ")]
+    assert len(exports) == 1, done.stdout
+    return exports[0]
+
+
+@pytest.mark.parametrize("name, decoder", [
+    ("decoder-ft", "runs/decoder-ft/release.pt"),  # a decoder-only recipe: its own decoder
+    ("hand-wordings", "runs/decoder/release.pt"),  # the default codec: the default decoder
+    ("from-nothing", None),  # a codec of its own without a decoder.toml: its own decoder
+])
+def test_an_experiment_exports_with_the_decoder_of_its_codec(tmp_path, name, decoder):
+    line = _experiment_export_line(tmp_path, name)
+    if decoder is None:
+        assert "--codec" not in line
+    else:
+        assert line.endswith(f"--codec {decoder}")
